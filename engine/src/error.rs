@@ -1,0 +1,119 @@
+//! The engine's error type.
+//!
+//! Every variant names what it is about (object key, source or target path,
+//! chunk id, height) so that a message printed to an operator is enough to find
+//! the damaged thing. Missing, corrupt, needs-a-newer-blocksnap and plain I/O
+//! failures are distinct variants: monitoring treats them differently.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::format::FormatError;
+use crate::id::ChunkId;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("store: {op} {key}: {source}")]
+    Store {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("missing object {key} in the repository")]
+    Missing { key: String },
+
+    /// Repository bytes that do not decode: corrupt, truncated, hostile, or
+    /// written by a newer blocksnap (see [`FormatError`]).
+    #[error("{key}: {source}")]
+    Format {
+        key: String,
+        #[source]
+        source: FormatError,
+    },
+
+    #[error("no repository at {location}: run `blocksnap init --repo {location}` first")]
+    NoRepository { location: String },
+
+    #[error("a repository already exists at {location}")]
+    RepositoryExists { location: String },
+
+    #[error("no snapshot matches {selector:?} in the repository")]
+    NoSnapshot { selector: String },
+
+    #[error("invalid snapshot selector {given:?}: expected a block height, `latest` or `all`")]
+    BadSelector { given: String },
+
+    #[error("source {path} is not a directory")]
+    SourceNotDir { path: PathBuf },
+
+    #[error("--include {path:?} does not exist under the source directory")]
+    IncludeMissing { path: String },
+
+    #[error(
+        "{path} changed while it was read ({detail}); no snapshot was written: \
+         snapshot a stopped node or a frozen copy"
+    )]
+    SourceChanged { path: PathBuf, detail: String },
+
+    #[error("{0}")]
+    Ip(#[from] crate::ipnorm::IpError),
+
+    #[error("restore target {path} is not empty: choose an empty directory or pass --force to replace the snapshot's top-level entries in it")]
+    TargetNotEmpty { path: PathBuf },
+
+    #[error("{path}: chunk {chunk} (at offset {offset}): {source}")]
+    BadChunk {
+        path: String,
+        chunk: ChunkId,
+        offset: u64,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("{path}: restored bytes hash to {actual}, the manifest says {expected}")]
+    FileHashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("refusing snapshot: {0}")]
+    Refused(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn format(key: impl Into<String>) -> impl FnOnce(FormatError) -> Error {
+        let key = key.into();
+        move |source| Error::Format { key, source }
+    }
+
+    /// True when the error means "the object is not there" rather than
+    /// "it is there but wrong" or "the store could not be reached".
+    pub fn is_missing(&self) -> bool {
+        match self {
+            Error::Missing { .. } => true,
+            Error::BadChunk { source, .. } => source.is_missing(),
+            _ => false,
+        }
+    }
+}

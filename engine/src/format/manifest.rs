@@ -1,0 +1,206 @@
+//! Manifests: one object per snapshot, the commit point of a snapshot.
+//!
+//! A manifest lists every entry of the snapshotted tree in canonical order
+//! (strictly increasing byte order of paths), each file with its chunk list
+//! and whole-file hash. It also records how it was made (chunker parameters,
+//! zstd level) and the snapshot it follows (`parent`, the id of the previous
+//! manifest of the same source), which chains a history so that a changed
+//! or removed manifest breaks the chain visibly.
+//!
+//! `decode` validates everything a restore relies on, so that code after it
+//! can trust paths, sizes and chunk lengths: a decoded manifest re-encodes to
+//! the same bytes.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::ChunkerParams;
+use super::envelope::{self, Kind, HEADER_LEN};
+use super::{limits, path, FormatError};
+use crate::id::{ChunkId, Hash};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub height: u64,
+    /// Nanoseconds since the Unix epoch when the snapshot was committed.
+    pub created_unix_ns: u64,
+    /// Where the snapshot was taken from (the source directory, with the
+    /// node's IP normalised); snapshots of one source form a history.
+    pub source: String,
+    pub tags: Vec<String>,
+    /// Id of the previous snapshot of the same source, if any.
+    pub parent: Option<Hash>,
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+    /// Anything the operator overrode or the snapshot skipped.
+    pub warnings: Vec<String>,
+    pub stats: Stats,
+    pub entries: Vec<Entry>,
+}
+
+/// What the snapshot cost; `list` shows it without touching any chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub files: u64,
+    pub logical_bytes: u64,
+    pub chunk_refs: u64,
+    /// Chunks this snapshot wrote to the store (not there before).
+    pub new_chunks: u64,
+    /// Bytes of the chunk objects this snapshot wrote.
+    pub new_stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Dir,
+    File {
+        size: u64,
+        hash: Hash,
+        chunks: Vec<ChunkRef>,
+    },
+    Symlink {
+        target: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    /// Uncompressed length.
+    pub len: u32,
+    /// Length of the chunk object in the store; a quick verify compares it
+    /// with what the store reports.
+    pub stored_len: u32,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::seal(Kind::Manifest, &super::encode_body(self))
+    }
+
+    /// Decodes and validates a manifest object.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
+        let body = envelope::open(bytes, Kind::Manifest, limits::MAX_MANIFEST_BYTES)?;
+        let manifest: Manifest = super::decode_body(body)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The invariants `decode` guarantees; `encode`'s callers uphold them too.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        self.chunker.validate()?;
+        FormatError::check_limit("tags", self.tags.len() as u64, limits::MAX_TAGS)?;
+        for label in self.tags.iter().chain([&self.source]) {
+            FormatError::check_limit("label length", label.len() as u64, limits::MAX_LABEL_BYTES)?;
+        }
+        FormatError::check_limit("warnings", self.warnings.len() as u64, limits::MAX_WARNINGS)?;
+        for w in &self.warnings {
+            FormatError::check_limit("warning length", w.len() as u64, limits::MAX_LABEL_BYTES)?;
+        }
+        if !(-7..=22).contains(&self.zstd_level) {
+            return Err(FormatError::corrupt(format!(
+                "zstd level {} out of range",
+                self.zstd_level
+            )));
+        }
+        FormatError::check_limit("entries", self.entries.len() as u64, limits::MAX_ENTRIES)?;
+
+        let mut dirs: HashSet<&str> = HashSet::new();
+        let mut previous: Option<&str> = None;
+        let (mut files, mut bytes, mut refs) = (0u64, 0u64, 0u64);
+        for entry in &self.entries {
+            path::check(&entry.path)?;
+            if let Some(prev) = previous {
+                if prev.as_bytes() >= entry.path.as_bytes() {
+                    return Err(FormatError::corrupt(format!(
+                        "entries out of order or repeated at {:?}",
+                        entry.path
+                    )));
+                }
+            }
+            previous = Some(&entry.path);
+            if let Some(parent) = path::parent(&entry.path) {
+                if !dirs.contains(parent) {
+                    return Err(FormatError::corrupt(format!(
+                        "{:?} has no directory entry for its parent",
+                        entry.path
+                    )));
+                }
+            }
+            if entry.mode & !0o7777 != 0 {
+                return Err(FormatError::corrupt(format!(
+                    "{:?}: mode {:o} has bits beyond 0o7777",
+                    entry.path, entry.mode
+                )));
+            }
+            match &entry.kind {
+                EntryKind::Dir => {
+                    dirs.insert(&entry.path);
+                }
+                EntryKind::Symlink { target } => path::check_link_target(&entry.path, target)?,
+                EntryKind::File { size, chunks, .. } => {
+                    files += 1;
+                    bytes = bytes.saturating_add(*size);
+                    refs += chunks.len() as u64;
+                    self.check_chunks(&entry.path, *size, chunks)?;
+                }
+            }
+        }
+        if (files, bytes, refs)
+            != (
+                self.stats.files,
+                self.stats.logical_bytes,
+                self.stats.chunk_refs,
+            )
+        {
+            return Err(FormatError::corrupt(
+                "stats disagree with the entries (files, bytes or chunk references)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_chunks(&self, path: &str, size: u64, chunks: &[ChunkRef]) -> Result<(), FormatError> {
+        let mut sum = 0u64;
+        for c in chunks {
+            if c.len == 0 || u64::from(c.len) > u64::from(self.chunker.max_size) {
+                return Err(FormatError::corrupt(format!(
+                    "{path:?}: chunk {} has length {} outside 1..={}",
+                    c.id, c.len, self.chunker.max_size
+                )));
+            }
+            if (c.stored_len as usize) < HEADER_LEN {
+                return Err(FormatError::corrupt(format!(
+                    "{path:?}: chunk {} has stored length {} below the header size",
+                    c.id, c.stored_len
+                )));
+            }
+            sum += u64::from(c.len);
+        }
+        if sum != size {
+            return Err(FormatError::corrupt(format!(
+                "{path:?}: chunk lengths add up to {sum}, the file size is {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Files in manifest order, with their chunk lists.
+    pub fn files(&self) -> impl Iterator<Item = (&Entry, u64, &Hash, &[ChunkRef])> {
+        self.entries.iter().filter_map(|e| match &e.kind {
+            EntryKind::File { size, hash, chunks } => Some((e, *size, hash, chunks.as_slice())),
+            _ => None,
+        })
+    }
+}

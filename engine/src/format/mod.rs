@@ -1,0 +1,98 @@
+//! The on-disk format: every byte the repository holds is produced and
+//! checked here, and nowhere else.
+//!
+//! This module is deliberately free of RocksDB, the AWS SDK and any I/O so
+//! that the fuzz targets build it in minutes. `format-spec/FORMAT.md` is the
+//! written twin of this code; the test vectors in `format-spec/vectors/` pin
+//! the bytes so that neither can drift without a failing test.
+//!
+//! Repository bytes are untrusted: every decoder checks lengths against the
+//! limits in [`limits`] before allocating, never panics, and reports corrupt,
+//! truncated and needs-a-newer-blocksnap as different [`FormatError`]s.
+
+pub mod chunk;
+pub mod config;
+pub mod envelope;
+pub mod layout;
+pub mod limits;
+pub mod manifest;
+pub mod path;
+
+pub use envelope::{Codec, Kind, FORMAT_VERSION, MAGIC};
+
+/// Why repository bytes were rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("truncated: {0}")]
+    Truncated(String),
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "written by a newer blocksnap (format version {found}, this build reads up to {supported}): upgrade blocksnap"
+    )]
+    NeedsNewer { found: u8, supported: u8 },
+    #[error("limit exceeded: {limit} is {value}, at most {max} allowed")]
+    Limit {
+        limit: &'static str,
+        value: u64,
+        max: u64,
+    },
+    #[error("unsafe path {path:?}: {reason}")]
+    UnsafePath { path: String, reason: &'static str },
+}
+
+impl FormatError {
+    pub(crate) fn corrupt(msg: impl Into<String>) -> FormatError {
+        FormatError::Corrupt(msg.into())
+    }
+
+    pub(crate) fn check_limit(
+        limit: &'static str,
+        value: u64,
+        max: u64,
+    ) -> Result<(), FormatError> {
+        if value > max {
+            return Err(FormatError::Limit { limit, value, max });
+        }
+        Ok(())
+    }
+}
+
+/// bincode 2 configuration for manifest and config bodies: little-endian,
+/// fixed-width integers (so the spec can give every field's width), and an
+/// allocation limit so that a claimed length can never reserve more than a
+/// whole manifest may hold.
+pub(crate) fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<{ limits::MAX_MANIFEST_BYTES as usize }>()
+}
+
+/// Decodes a bincode body that must use every byte.
+pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FormatError> {
+    let (value, used): (T, usize) = bincode::serde::decode_from_slice(body, bincode_config())
+        .map_err(|e| match e {
+            bincode::error::DecodeError::UnexpectedEnd { additional } => {
+                FormatError::Truncated(format!("body ends {additional} byte(s) early"))
+            }
+            bincode::error::DecodeError::LimitExceeded => FormatError::Limit {
+                limit: "decoded body size",
+                value: body.len() as u64,
+                max: limits::MAX_MANIFEST_BYTES,
+            },
+            other => FormatError::Corrupt(format!("body does not decode: {other}")),
+        })?;
+    if used != body.len() {
+        return Err(FormatError::corrupt(format!(
+            "{} unexpected byte(s) after the body",
+            body.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+pub(crate) fn encode_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode_config())
+        .expect("encoding plain structs into a Vec cannot fail")
+}

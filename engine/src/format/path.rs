@@ -1,0 +1,135 @@
+//! Paths inside a manifest.
+//!
+//! A manifest path is relative to the snapshot root, `/`-separated UTF-8,
+//! with no empty, `.` or `..` component and no NUL. These rules are what make
+//! a hostile manifest unable to name anything outside the restore target; the
+//! restorer additionally refuses entries below a symlink entry and symlink
+//! targets that leave the tree.
+
+use super::{limits, FormatError};
+
+pub fn check(path: &str) -> Result<(), FormatError> {
+    let bad = |reason| {
+        Err(FormatError::UnsafePath {
+            path: path.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if path.len() as u64 > limits::MAX_PATH_BYTES {
+        return Err(FormatError::Limit {
+            limit: "path length",
+            value: path.len() as u64,
+            max: limits::MAX_PATH_BYTES,
+        });
+    }
+    if path.is_empty() {
+        return bad("empty path");
+    }
+    if path.starts_with('/') {
+        return bad("absolute path");
+    }
+    if path.contains('\0') {
+        return bad("NUL byte in path");
+    }
+    let mut depth = 0u64;
+    for component in path.split('/') {
+        depth += 1;
+        match component {
+            "" => return bad("empty path component"),
+            "." | ".." => return bad("`.` or `..` component"),
+            _ => {}
+        }
+    }
+    FormatError::check_limit("path depth", depth, limits::MAX_PATH_DEPTH)
+}
+
+/// Checks that a symlink at `link` pointing to `target` stays inside the
+/// tree when resolved lexically from the link's directory.
+pub fn check_link_target(link: &str, target: &str) -> Result<(), FormatError> {
+    let bad = |reason| {
+        Err(FormatError::UnsafePath {
+            path: format!("{link} -> {target}"),
+            reason,
+        })
+    };
+    FormatError::check_limit(
+        "symlink target length",
+        target.len() as u64,
+        limits::MAX_LINK_TARGET_BYTES,
+    )?;
+    if target.is_empty() {
+        return bad("empty symlink target");
+    }
+    if target.starts_with('/') {
+        return bad("symlink to an absolute path");
+    }
+    if target.contains('\0') {
+        return bad("NUL byte in symlink target");
+    }
+    // Depth of the link's directory below the root.
+    let mut depth = link.split('/').count() as i64 - 1;
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return bad("symlink leads outside the snapshot root");
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The parent of a manifest path, or `None` for a top-level entry.
+pub fn parent(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for p in [
+            "",
+            "/etc/passwd",
+            "a/../../b",
+            "..",
+            "a//b",
+            "a/./b",
+            "a/",
+            "a\0b",
+        ] {
+            assert!(check(p).is_err(), "{p:?} accepted");
+        }
+        let deep = vec!["d"; 200].join("/");
+        assert!(matches!(
+            check(&deep),
+            Err(FormatError::Limit {
+                limit: "path depth",
+                ..
+            })
+        ));
+        for p in [
+            ".storage/db_CHANGEIP:7100_icon_dex/000005.ldb",
+            "a",
+            "a/b..c/.hidden",
+        ] {
+            check(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn escaping_symlinks_are_refused() {
+        check_link_target("a/link", "../b").unwrap();
+        check_link_target("a/link", "b/../c").unwrap();
+        assert!(check_link_target("link", "../outside").is_err());
+        assert!(check_link_target("a/link", "../../outside").is_err());
+        assert!(check_link_target("a/link", "/etc").is_err());
+        assert!(check_link_target("a/link", "").is_err());
+    }
+}

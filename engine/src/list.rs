@@ -1,0 +1,64 @@
+//! Listing snapshots: what `blocksnap list` shows, read from the manifests
+//! alone (no chunk is touched).
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::repo::Repository;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub height: u64,
+    pub id: String,
+    pub created_unix_ns: u64,
+    pub key: String,
+    /// Present when the manifest could be read.
+    pub info: Option<ListedInfo>,
+    /// Why the manifest could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedInfo {
+    pub tags: Vec<String>,
+    pub source: String,
+    pub files: u64,
+    pub logical_bytes: u64,
+    pub new_chunks: u64,
+    pub new_stored_bytes: u64,
+    pub parent: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+pub fn list(repo: &Repository) -> Result<Vec<Listed>> {
+    let keys = repo.snapshots()?;
+    Ok(keys
+        .iter()
+        .map(|k| {
+            let (info, error) = match repo.load_manifest(k) {
+                Ok(m) => (
+                    Some(ListedInfo {
+                        tags: m.tags,
+                        source: m.source,
+                        files: m.stats.files,
+                        logical_bytes: m.stats.logical_bytes,
+                        new_chunks: m.stats.new_chunks,
+                        new_stored_bytes: m.stats.new_stored_bytes,
+                        parent: m.parent.map(|p| p.to_hex()),
+                        warnings: m.warnings,
+                    }),
+                    None,
+                ),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            Listed {
+                height: k.height,
+                id: k.id.to_hex(),
+                created_unix_ns: k.created_unix_ns,
+                key: k.key(),
+                info,
+                error,
+            }
+        })
+        .collect())
+}

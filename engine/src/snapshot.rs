@@ -1,0 +1,487 @@
+//! Taking a snapshot: walk the source, chunk and store every file, then
+//! commit the manifest.
+//!
+//! Order of work (the spec's commit order): every chunk is put (each put is
+//! durable on its own), the store is flushed, and only then is the manifest
+//! written. An interrupted snapshot therefore leaves chunks but no manifest,
+//! and re-running it finds those chunks present and stores only the rest.
+//!
+//! Files are processed in parallel on rayon, each by one worker: small files
+//! (LevelDB tables are ~2 MiB) are memory-mapped, larger ones streamed, so
+//! memory stays bounded by threads × largest chunk, not by the tree.
+
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::chunking;
+use crate::error::{Error, Result};
+use crate::format::chunk;
+use crate::format::config::ChunkerParams;
+use crate::format::layout::{self, SnapshotKey};
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Stats};
+use crate::format::path as mpath;
+use crate::id::{ChunkId, Hash};
+use crate::ipnorm;
+use crate::progress::Progress;
+use crate::repo::{now_unix_ns, Repository};
+
+/// Files larger than this are streamed instead of mapped, so a large log
+/// does not inflate resident memory.
+const MMAP_MAX: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    pub source: PathBuf,
+    pub height: u64,
+    pub tags: Vec<String>,
+    /// Relative paths under the source to include; empty means everything.
+    pub includes: Vec<String>,
+    /// The node's address, when the source's paths hold more than one.
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotReport {
+    pub key: SnapshotKey,
+    pub stats: Stats,
+    pub entries: u64,
+    /// Chunk references that were already in the store.
+    pub reused_chunk_refs: u64,
+    pub bytes_read: u64,
+    pub normalised_ip: Option<Ipv4Addr>,
+    pub warnings: Vec<String>,
+    pub duration: Duration,
+}
+
+/// One thing found under the source.
+struct Found {
+    /// Path under the source as found on disk.
+    rel: String,
+    abs: PathBuf,
+    meta: Metadata,
+}
+
+pub fn snapshot(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
+    if !source.is_dir() {
+        return Err(Error::SourceNotDir { path: source });
+    }
+    let mut warnings = Vec::new();
+    let found = walk(&source, &opts.includes, &mut warnings)?;
+
+    // Normalise the node's IP out of the paths.
+    let addrs: Vec<Ipv4Addr> = {
+        let mut all: Vec<Ipv4Addr> = found.iter().flat_map(|f| ipnorm::find(&f.rel)).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let ip = ipnorm::choose(&addrs, opts.ip)?;
+    let mut items: Vec<(String, Found)> = found
+        .into_iter()
+        .map(|f| {
+            let path = match ip {
+                Some(ip) => ipnorm::normalise(&f.rel, ip)?,
+                None if ipnorm::is_normalised(&f.rel) => {
+                    return Err(ipnorm::IpError::PlaceholderInSource { path: f.rel }.into())
+                }
+                None => f.rel.clone(),
+            };
+            mpath::check(&path).map_err(Error::format(path.clone()))?;
+            Ok((path, f))
+        })
+        .collect::<Result<_>>()?;
+    items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    items.dedup_by(|a, b| a.0 == b.0);
+
+    let total: u64 = items
+        .iter()
+        .filter(|(_, f)| f.meta.is_file())
+        .map(|(_, f)| f.meta.len())
+        .sum();
+    progress.begin("snapshot", total);
+    let chunker = ChunkerParams {
+        ..repo.config().chunker
+    };
+    let writer = ChunkWriter::new(repo);
+    let files: Vec<(usize, &Found)> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, f))| f.meta.is_file())
+        .map(|(i, (_, f))| (i, f))
+        .collect();
+    let results: Vec<(usize, FileResult)> = files
+        .par_iter()
+        .map(|&(i, f)| {
+            let r = store_file(f, &chunker, &writer)?;
+            progress.advance(r.size);
+            Ok((i, r))
+        })
+        .collect::<Result<_>>()?;
+    progress.end();
+    let mut by_index: HashMap<usize, FileResult> = results.into_iter().collect();
+
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, (path, f)) in items.iter().enumerate() {
+        let kind = if f.meta.is_dir() {
+            EntryKind::Dir
+        } else if f.meta.file_type().is_symlink() {
+            let target = fs::read_link(&f.abs).map_err(Error::io("read symlink", &f.abs))?;
+            let target = target.to_str().ok_or_else(|| {
+                Error::Refused(format!("{}: symlink target is not UTF-8", f.abs.display()))
+            })?;
+            EntryKind::Symlink {
+                target: target.to_string(),
+            }
+        } else {
+            let r = by_index.remove(&i).expect("every file was stored");
+            EntryKind::File {
+                size: r.size,
+                hash: r.hash,
+                chunks: r.chunks,
+            }
+        };
+        entries.push(Entry {
+            path: path.clone(),
+            mode: f.meta.permissions().mode() & 0o7777,
+            mtime_ns: mtime_ns(&f.meta),
+            kind,
+        });
+    }
+
+    let source_label = match ip {
+        Some(ip) => ipnorm::normalise(&source.to_string_lossy(), ip)
+            .unwrap_or_else(|_| source.to_string_lossy().into()),
+        None => source.to_string_lossy().into_owned(),
+    };
+    let parent = previous_of(repo, &source_label)?;
+    let (files_n, logical) = entries
+        .iter()
+        .fold((0u64, 0u64), |(n, b), e| match &e.kind {
+            EntryKind::File { size, .. } => (n + 1, b + size),
+            _ => (n, b),
+        });
+    let chunk_refs: u64 = entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    let stats = Stats {
+        files: files_n,
+        logical_bytes: logical,
+        chunk_refs,
+        new_chunks: writer.new_chunks.load(Ordering::Relaxed),
+        new_stored_bytes: writer.new_bytes.load(Ordering::Relaxed),
+    };
+    let manifest = Manifest {
+        height: opts.height,
+        created_unix_ns: now_unix_ns(),
+        source: source_label,
+        tags: opts.tags.clone(),
+        parent,
+        chunker,
+        zstd_level: repo.config().zstd_level,
+        warnings: warnings.clone(),
+        stats: stats.clone(),
+        entries,
+    };
+    let key = repo.commit(&manifest)?;
+    Ok(SnapshotReport {
+        key,
+        entries: manifest.entries.len() as u64,
+        reused_chunk_refs: chunk_refs - writer.stored_refs.load(Ordering::Relaxed),
+        bytes_read: writer.bytes_read.load(Ordering::Relaxed),
+        stats,
+        normalised_ip: ip,
+        warnings,
+        duration: started.elapsed(),
+    })
+}
+
+/// The newest snapshot of the same source: this snapshot's parent.
+fn previous_of(repo: &Repository, source_label: &str) -> Result<Option<Hash>> {
+    for key in repo.snapshots()?.iter().rev() {
+        // A damaged older manifest must not block new snapshots; verify
+        // reports it.
+        if let Ok(m) = repo.load_manifest(key) {
+            if m.source == source_label {
+                return Ok(Some(key.id));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// Walks the source (or the included parts of it), never following links.
+fn walk(source: &Path, includes: &[String], warnings: &mut Vec<String>) -> Result<Vec<Found>> {
+    let mut roots: Vec<String> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
+    if includes.is_empty() {
+        roots.push(String::new());
+    } else {
+        for inc in includes {
+            let inc = inc.trim_end_matches('/').trim_start_matches("./");
+            mpath::check(inc).map_err(Error::format(format!("--include {inc}")))?;
+            if fs::symlink_metadata(source.join(inc)).is_err() {
+                return Err(Error::IncludeMissing {
+                    path: inc.to_string(),
+                });
+            }
+            // The include's ancestors become directory entries.
+            let mut ancestor = mpath::parent(inc);
+            while let Some(dir) = ancestor {
+                let abs = source.join(dir);
+                let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
+                found.push(Found {
+                    rel: dir.to_string(),
+                    abs,
+                    meta,
+                });
+                ancestor = mpath::parent(dir);
+            }
+            roots.push(inc.to_string());
+        }
+    }
+    for root in roots {
+        let start = if root.is_empty() {
+            source.to_path_buf()
+        } else {
+            source.join(&root)
+        };
+        for entry in walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&start).to_path_buf();
+                Error::Io {
+                    op: "walk",
+                    path,
+                    source: e.into(),
+                }
+            })?;
+            let rel_path = entry
+                .path()
+                .strip_prefix(source)
+                .expect("walk stays under the source");
+            if rel_path.as_os_str().is_empty() {
+                continue;
+            }
+            let rel = rel_path
+                .to_str()
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "{}: file name is not UTF-8",
+                        entry.path().display()
+                    ))
+                })?
+                .to_string();
+            let meta = entry.metadata().map_err(|e| Error::Io {
+                op: "stat",
+                path: entry.path().to_path_buf(),
+                source: e.into(),
+            })?;
+            let ft = meta.file_type();
+            if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+                warnings.push(format!(
+                    "skipped {rel}: not a regular file, directory or symlink"
+                ));
+                continue;
+            }
+            found.push(Found {
+                rel,
+                abs: entry.path().to_path_buf(),
+                meta,
+            });
+        }
+    }
+    Ok(found)
+}
+
+struct FileResult {
+    size: u64,
+    hash: Hash,
+    chunks: Vec<ChunkRef>,
+}
+
+/// Stores chunks once: remembers what this snapshot has seen and asks the
+/// store only about the rest.
+struct ChunkWriter<'r> {
+    repo: &'r Repository,
+    seen: Mutex<HashMap<ChunkId, u32>>,
+    new_chunks: AtomicU64,
+    new_bytes: AtomicU64,
+    stored_refs: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+impl<'r> ChunkWriter<'r> {
+    fn new(repo: &'r Repository) -> Self {
+        ChunkWriter {
+            repo,
+            seen: Mutex::new(HashMap::new()),
+            new_chunks: AtomicU64::new(0),
+            new_bytes: AtomicU64::new(0),
+            stored_refs: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns the stored length of the chunk, storing it if needed.
+    fn put(
+        &self,
+        data: &[u8],
+        id: ChunkId,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<u32> {
+        if let Some(&len) = self.seen.lock().expect("seen lock").get(&id) {
+            return Ok(len);
+        }
+        let key = layout::chunk_key(&id);
+        let store = self.repo.store();
+        let stored_len = match store.size(&key)? {
+            Some(n) => n,
+            None => {
+                let object = chunk::encode(data, compressor);
+                if store.put_if_absent(&key, &object)? {
+                    self.new_chunks.fetch_add(1, Ordering::Relaxed);
+                    self.new_bytes
+                        .fetch_add(object.len() as u64, Ordering::Relaxed);
+                    self.stored_refs.fetch_add(1, Ordering::Relaxed);
+                    object.len() as u64
+                } else {
+                    store.size(&key)?.unwrap_or(object.len() as u64)
+                }
+            }
+        };
+        let stored_len = u32::try_from(stored_len).map_err(|_| Error::Format {
+            key: key.clone(),
+            source: crate::format::FormatError::corrupt(format!(
+                "stored object of {stored_len} bytes"
+            )),
+        })?;
+        self.seen.lock().expect("seen lock").insert(id, stored_len);
+        Ok(stored_len)
+    }
+}
+
+fn store_file(f: &Found, params: &ChunkerParams, writer: &ChunkWriter<'_>) -> Result<FileResult> {
+    let file = File::open(&f.abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::SourceChanged {
+            path: f.abs.clone(),
+            detail: "it vanished".into(),
+        },
+        _ => Error::Io {
+            op: "open",
+            path: f.abs.clone(),
+            source: e,
+        },
+    })?;
+    let before = file.metadata().map_err(Error::io("stat", &f.abs))?;
+    check_unchanged(&f.abs, &f.meta, &before)?;
+    let level = writer.repo.config().zstd_level;
+    let mut compressor =
+        zstd::bulk::Compressor::new(level).map_err(Error::io("start zstd for", &f.abs))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let size = before.len();
+    let mut add = |data: &[u8]| -> Result<()> {
+        hasher.update(data);
+        let id = Hash::of(data);
+        let stored_len = writer.put(data, id, &mut compressor)?;
+        chunks.push(ChunkRef {
+            id,
+            len: data.len() as u32,
+            stored_len,
+        });
+        Ok(())
+    };
+    if size == 0 {
+    } else if size <= MMAP_MAX {
+        // SAFETY: the map is read-only and dropped before we return. Another
+        // process changing the file while it is mapped would change the
+        // bytes we read, not memory safety of our own data structures; that
+        // case is detected below by comparing the file's stat before and
+        // after, and fails the snapshot.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io("map", &f.abs))?;
+        if map.len() as u64 != size {
+            return Err(Error::SourceChanged {
+                path: f.abs.clone(),
+                detail: "size changed while mapping".into(),
+            });
+        }
+        for cut in chunking::cuts(&map, params) {
+            add(&map[cut.offset..cut.offset + cut.len])?;
+        }
+    } else {
+        let stream = fastcdc::v2020::StreamCDC::new(
+            &file,
+            params.min_size as usize,
+            params.avg_size as usize,
+            params.max_size as usize,
+        );
+        for c in stream {
+            let c = c.map_err(|e| Error::Io {
+                op: "read",
+                path: f.abs.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            add(&c.data)?;
+        }
+    }
+    let read: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    writer.bytes_read.fetch_add(read, Ordering::Relaxed);
+    let after = fs::symlink_metadata(&f.abs).map_err(|_| Error::SourceChanged {
+        path: f.abs.clone(),
+        detail: "it vanished".into(),
+    })?;
+    check_unchanged(&f.abs, &before, &after)?;
+    if read != size {
+        return Err(Error::SourceChanged {
+            path: f.abs.clone(),
+            detail: format!("read {read} bytes of {size}"),
+        });
+    }
+    Ok(FileResult {
+        size,
+        hash: hasher.finalize().into(),
+        chunks,
+    })
+}
+
+fn check_unchanged(path: &Path, a: &Metadata, b: &Metadata) -> Result<()> {
+    if a.len() != b.len() {
+        return Err(Error::SourceChanged {
+            path: path.to_path_buf(),
+            detail: format!("size {} became {}", a.len(), b.len()),
+        });
+    }
+    if (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()) || a.ino() != b.ino() {
+        return Err(Error::SourceChanged {
+            path: path.to_path_buf(),
+            detail: "modification time or inode changed".into(),
+        });
+    }
+    Ok(())
+}

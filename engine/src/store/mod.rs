@@ -1,0 +1,62 @@
+//! Where repository objects live.
+//!
+//! [`Store`] is the whole contract between the engine and a backend (a local
+//! directory here; S3 in its own module). It is small on purpose: whole-object
+//! reads and writes, a size query, a listing, a delete, and a durability
+//! barrier. Every key is a `/`-separated relative name from
+//! [`crate::format::layout`].
+//!
+//! Durability contract, which the snapshot commit order relies on:
+//! - `put_if_absent` never overwrites: when the key exists it leaves the
+//!   stored bytes alone and returns `Ok(false)`.
+//! - A successful `put_if_absent` is visible to later reads at once, and
+//!   durable after the next successful `flush`.
+//! - `flush` returns only when everything put before it is durable; it is the
+//!   barrier between writing chunks and committing the manifest that names
+//!   them.
+
+pub mod local;
+pub mod memory;
+
+use crate::error::{Error, Result};
+use crate::format::FormatError;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+pub trait Store: Send + Sync {
+    /// The whole object. A missing key is [`crate::Error::Missing`]; an
+    /// object larger than `max_len` is refused before it is read, so a
+    /// hostile repository cannot make a reader allocate without bound.
+    fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>>;
+
+    /// Writes the object unless the key exists. Returns whether it wrote.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool>;
+
+    /// The object's size, or `None` when it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Every key under `prefix` with its size, in lexicographic order.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+
+    /// Removes the object; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Where the store is, for messages.
+    fn location(&self) -> String;
+}
+
+/// The error for an object larger than its kind may be.
+pub(crate) fn too_large(key: &str, len: u64, max_len: u64) -> Error {
+    Error::Format {
+        key: key.to_string(),
+        source: FormatError::Limit {
+            limit: "object size",
+            value: len,
+            max: max_len,
+        },
+    }
+}
