@@ -1,1 +1,315 @@
-fn main() {}
+//! The `blocksnap` command: parses arguments, calls the engine, prints.
+//! Exit codes: 0 success, 1 the command failed, 2 bad usage, 3 verify found
+//! damage.
+
+mod output;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use blocksnap::format::config::ChunkerParams;
+use blocksnap::repo::Repository;
+use blocksnap::store::{LocalStore, Store};
+use blocksnap::{chunking, demo, ipnorm, list, nodegen, restore, snapshot, verify, Selector};
+use clap::{Parser, Subcommand};
+
+use output::{Bar, Out};
+
+#[derive(Parser)]
+#[command(
+    name = "blocksnap",
+    version,
+    about = "Incremental, verified snapshots of blockchain node databases"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct RepoArg {
+    /// Repository: a local directory.
+    #[arg(long, env = "BLOCKSNAP_REPO")]
+    repo: String,
+}
+
+#[derive(clap::Args)]
+struct JsonArg {
+    /// Print a machine-readable JSON result instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty repository.
+    Init {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Average chunk size in KiB (min is a quarter, max four times).
+        #[arg(long, default_value_t = chunking::DEFAULT_PARAMS.avg_size / 1024)]
+        chunk_avg_kib: u32,
+        /// zstd level for chunks that compress.
+        #[arg(long, default_value_t = 3, allow_hyphen_values = true)]
+        zstd_level: i32,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Snapshot a (stopped) node's data directory at a block height.
+    Snapshot {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// The data directory, e.g. /app/prep/data/loopchain.
+        #[arg(long)]
+        source: PathBuf,
+        /// Block height the data is at.
+        #[arg(long)]
+        height: u64,
+        /// Free-form labels shown by `list`.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Only these paths under the source (repeatable), e.g. .score_data.
+        #[arg(long = "include")]
+        includes: Vec<String>,
+        /// The node's IPv4 address when paths hold several.
+        #[arg(long)]
+        ip: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List snapshots: height, time, tags, files, size, bytes added.
+    List {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Restore a snapshot into a directory, for a node with the given IP.
+    Restore {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// HEIGHT, `latest`, or a snapshot id prefix.
+        snapshot: String,
+        #[arg(long)]
+        target: PathBuf,
+        /// The target node's IPv4 address, put back into path names.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Restore into a non-empty target, replacing the snapshot's
+        /// top-level entries there and leaving everything else.
+        #[arg(long)]
+        force: bool,
+        /// Parallel chunk fetches (default: one per CPU).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Audit snapshots without restoring; exit code 3 when damage is found.
+    Verify {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// HEIGHT, `latest`, `all`, or a snapshot id prefix.
+        snapshot: String,
+        /// Read and hash every chunk and file, not only check presence and size.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Generate or advance an ICON-layout node directory (RocksDB databases).
+    Generate {
+        /// The `loopchain` data directory to create or advance.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "10.0.0.7")]
+        ip: Ipv4Addr,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Grow until the directory holds this many MiB.
+        #[arg(long)]
+        size_mib: Option<u64>,
+        /// Then add this many blocks.
+        #[arg(long, default_value_t = 0)]
+        blocks: u64,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Run the main job on generated data: snapshot, advance, snapshot,
+    /// restore with another IP, verify, compare.
+    Demo {
+        /// Working directory (must not hold an earlier demo).
+        #[arg(long, default_value = "blocksnap-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        #[arg(long, default_value_t = 1000)]
+        blocks: u64,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("blocksnap: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn open_store(location: &str) -> Result<Arc<dyn Store>> {
+    if location.contains("://") {
+        bail!("repository {location:?}: only local directories are supported by this build");
+    }
+    Ok(Arc::new(LocalStore::open(location)))
+}
+
+fn open_repo(arg: &RepoArg) -> Result<Repository> {
+    Ok(Repository::open(open_store(&arg.repo)?)?)
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Init {
+            repo,
+            chunk_avg_kib,
+            zstd_level,
+            json,
+        } => {
+            let avg = chunk_avg_kib
+                .checked_mul(1024)
+                .context("--chunk-avg-kib too large")?;
+            let params = ChunkerParams {
+                min_size: avg / 4,
+                avg_size: avg,
+                max_size: avg.saturating_mul(4),
+            };
+            let dir = PathBuf::from(&repo.repo);
+            if !repo.repo.contains("://") {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+            }
+            let r = Repository::init(open_store(&repo.repo)?, params, zstd_level)?;
+            Out::new(json.json).init(&repo.repo, r.config());
+        }
+        Command::Snapshot {
+            repo,
+            source,
+            height,
+            tags,
+            includes,
+            ip,
+            json,
+        } => {
+            let r = open_repo(&repo)?;
+            let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
+            let opts = snapshot::SnapshotOptions {
+                source,
+                height,
+                tags,
+                includes,
+                ip,
+            };
+            let bar = Bar::new(json.json);
+            let report = snapshot::snapshot(&r, &opts, &bar)?;
+            Out::new(json.json).snapshot(&report);
+        }
+        Command::List { repo, json } => {
+            let r = open_repo(&repo)?;
+            Out::new(json.json).list(&list::list(&r)?);
+        }
+        Command::Restore {
+            repo,
+            snapshot,
+            target,
+            ip,
+            force,
+            jobs,
+            json,
+        } => {
+            let r = open_repo(&repo)?;
+            let selector: Selector = snapshot.parse()?;
+            if selector == Selector::All {
+                bail!("restore takes one snapshot: HEIGHT, latest or an id prefix");
+            }
+            let key = r.resolve(&selector)?[0];
+            let opts = restore::RestoreOptions {
+                target,
+                ip,
+                force,
+                jobs,
+            };
+            let plan = restore::plan(&r, &key, &opts)?;
+            let bar = Bar::new(json.json);
+            let report = restore::restore(&r, &plan, &opts, &bar)?;
+            Out::new(json.json).restore(&report);
+        }
+        Command::Verify {
+            repo,
+            snapshot,
+            full,
+            json,
+        } => {
+            let r = open_repo(&repo)?;
+            let keys = r.resolve(&snapshot.parse()?)?;
+            let level = if full {
+                verify::Level::Full
+            } else {
+                verify::Level::Quick
+            };
+            let bar = Bar::new(json.json);
+            let report = verify::verify(&r, &keys, level, &bar)?;
+            Out::new(json.json).verify(&report);
+            if !report.ok() {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Generate {
+            dir,
+            ip,
+            seed,
+            size_mib,
+            blocks,
+            json,
+        } => {
+            let mut node = nodegen::Node::open(&dir, ip, seed)?;
+            if let Some(mib) = size_mib {
+                node.grow_to(mib << 20)?;
+            }
+            node.advance(blocks)?;
+            let height = node.height();
+            drop(node);
+            Out::new(json.json).generated(&dir, height, nodegen::du(&dir)?);
+        }
+        Command::Demo {
+            dir,
+            size_mib,
+            blocks,
+            json,
+        } => {
+            let opts = demo::DemoOptions {
+                dir,
+                size_bytes: size_mib << 20,
+                advance_blocks: blocks,
+                source_ip: Ipv4Addr::new(10, 0, 0, 7),
+                target_ip: Ipv4Addr::new(10, 0, 0, 8),
+                chunker: chunking::DEFAULT_PARAMS,
+                zstd_level: 3,
+            };
+            let bar = Bar::new(json.json);
+            let report = demo::run(&opts, &bar)?;
+            Out::new(json.json).demo(&report);
+            if !report.verify.ok() || !report.differences.is_empty() {
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -17,6 +17,8 @@
 //! `format-spec/FORMAT.md`.
 
 pub mod chunking;
+#[cfg(feature = "nodegen")]
+pub mod demo;
 pub mod error;
 pub mod format;
 pub mod id;

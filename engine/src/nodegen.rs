@@ -139,7 +139,6 @@ impl Node {
 
     fn write_block(&mut self, h: u64) -> Result<()> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ h.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let err = |p: &Path| db_err(p);
         let storage = self.root.join(".storage");
 
         // Block body: a header, transactions with hashes and signatures.
@@ -163,7 +162,7 @@ impl Node {
         batch.put(block_key(h), body.as_bytes());
         batch.put(hash.as_bytes(), h.to_le_bytes());
         batch.put(HEIGHT_KEY, h.to_le_bytes());
-        self.block_db.write(batch).map_err(err(&storage))?;
+        self.block_db.write(batch).map_err(db_err(&storage))?;
 
         // State: skewed overwrites of hot keys plus some new keys.
         let writes = [(0usize, 8 + txs), (1, 3), (2, 1), (3, 4)];
@@ -175,13 +174,13 @@ impl Node {
                 rng.fill_bytes(&mut value);
                 batch.put(key, hex_bytes(&value));
             }
-            self.state[db].write(batch).map_err(err(&self.root))?;
+            self.state[db].write(batch).map_err(db_err(&self.root))?;
         }
         let score = (rng.next_u64() % SCORES as u64) as usize;
         let key = state_key(&mut rng, h);
         self.scores[score]
             .put(key, hex(&mut rng, 48).as_bytes())
-            .map_err(err(&self.root))?;
+            .map_err(db_err(&self.root))?;
         Ok(())
     }
 }

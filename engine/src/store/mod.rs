@@ -15,12 +15,16 @@
 //!   barrier between writing chunks and committing the manifest that names
 //!   them.
 
+pub mod counting;
+pub mod faulty;
 pub mod local;
 pub mod memory;
 
 use crate::error::{Error, Result};
 use crate::format::FormatError;
 
+pub use counting::{CountingStore, Counts};
+pub use faulty::FaultyStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 
@@ -47,6 +51,32 @@ pub trait Store: Send + Sync {
 
     /// Where the store is, for messages.
     fn location(&self) -> String;
+}
+
+/// Shared handles are stores too, so decorators can wrap an `Arc` that a
+/// test keeps a second handle to.
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
+        (**self).get(key, max_len)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        (**self).put_if_absent(key, bytes)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        (**self).size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn location(&self) -> String {
+        (**self).location()
+    }
 }
 
 /// The error for an object larger than its kind may be.

@@ -1,0 +1,333 @@
+//! How results look: text for people, JSON for scripts, progress bars only
+//! on a terminal.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use blocksnap::demo::DemoReport;
+use blocksnap::format::config::RepoConfig;
+use blocksnap::list::Listed;
+use blocksnap::progress::Progress;
+use blocksnap::restore::RestoreReport;
+use blocksnap::snapshot::SnapshotReport;
+use blocksnap::verify::VerifyReport;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde_json::json;
+
+pub struct Bar {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bar {
+    pub fn new(json: bool) -> Bar {
+        Bar {
+            enabled: !json && std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, phase: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(phase.to_string());
+        *self.bar.lock().expect("bar lock") = Some(bar);
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self.bar.lock().expect("bar lock").as_ref() {
+            bar.inc(bytes);
+        }
+    }
+    fn end(&self) {
+        if let Some(bar) = self.bar.lock().expect("bar lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub struct Out {
+    json: bool,
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn time(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Out {
+    pub fn new(json: bool) -> Out {
+        Out { json }
+    }
+
+    fn emit(&self, value: serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values serialise")
+        );
+    }
+
+    pub fn init(&self, location: &str, config: &RepoConfig) {
+        let c = config.chunker;
+        if self.json {
+            self.emit(json!({
+                "repo": location, "id": config.id.to_hex(),
+                "chunker": {"min": c.min_size, "avg": c.avg_size, "max": c.max_size},
+                "zstd_level": config.zstd_level,
+            }));
+        } else {
+            println!(
+                "created repository {location} (chunks {}/{}/{}, zstd level {})",
+                HumanBytes(c.min_size.into()),
+                HumanBytes(c.avg_size.into()),
+                HumanBytes(c.max_size.into()),
+                config.zstd_level
+            );
+        }
+    }
+
+    pub fn snapshot(&self, r: &SnapshotReport) {
+        if self.json {
+            self.emit(snapshot_json(r));
+            return;
+        }
+        println!(
+            "snapshot {} at height {}: {} files, {} in {} entries",
+            r.key.id.short(),
+            r.key.height,
+            r.stats.files,
+            HumanBytes(r.stats.logical_bytes),
+            r.entries
+        );
+        println!(
+            "  added {} new chunks ({} stored), reused {} of {} chunk references, {:.2}s",
+            r.stats.new_chunks,
+            HumanBytes(r.stats.new_stored_bytes),
+            r.reused_chunk_refs,
+            r.stats.chunk_refs,
+            r.duration.as_secs_f64()
+        );
+        if let Some(ip) = r.normalised_ip {
+            println!(
+                "  node address {ip} stored as {}",
+                blocksnap::ipnorm::PLACEHOLDER
+            );
+        }
+        for w in &r.warnings {
+            println!("  warning: {w}");
+        }
+    }
+
+    pub fn list(&self, items: &[Listed]) {
+        if self.json {
+            self.emit(json!(items));
+            return;
+        }
+        println!(
+            "{:>12}  {:<12}  {:<20}  {:>7}  {:>10}  {:>10}  tags",
+            "height", "id", "time", "files", "size", "added"
+        );
+        for l in items {
+            match (&l.info, &l.error) {
+                (Some(i), _) => println!(
+                    "{:>12}  {:<12}  {:<20}  {:>7}  {:>10}  {:>10}  {}",
+                    l.height,
+                    &l.id[..12],
+                    time(l.created_unix_ns),
+                    i.files,
+                    HumanBytes(i.logical_bytes).to_string(),
+                    HumanBytes(i.new_stored_bytes).to_string(),
+                    i.tags.join(",")
+                ),
+                (None, e) => println!(
+                    "{:>12}  {:<12}  {:<20}  unreadable: {}",
+                    l.height,
+                    &l.id[..12],
+                    time(l.created_unix_ns),
+                    e.as_deref().unwrap_or("?")
+                ),
+            }
+        }
+    }
+
+    pub fn restore(&self, r: &RestoreReport) {
+        if self.json {
+            self.emit(restore_json(r));
+        } else {
+            println!(
+                "restored snapshot {} (height {}) to {}: {} files, {}, {} chunks fetched and checked, {} files resumed, {:.2}s",
+                r.key.id.short(),
+                r.key.height,
+                r.target.display(),
+                r.files,
+                HumanBytes(r.bytes),
+                r.chunks_fetched,
+                r.files_resumed,
+                r.duration.as_secs_f64()
+            );
+        }
+    }
+
+    pub fn verify(&self, r: &VerifyReport) {
+        if self.json {
+            let mut v = json!(r);
+            v["ok"] = json!(r.ok());
+            v["seconds"] = json!(secs(r.duration));
+            self.emit(v);
+            return;
+        }
+        for p in &r.problems {
+            println!("{p}");
+        }
+        println!(
+            "{}: {} problem(s); {} check of {} snapshot(s), {} files, {} chunks, {} hashed, {:.2}s",
+            if r.ok() { "OK" } else { "DAMAGED" },
+            r.problems.len(),
+            r.level,
+            r.snapshots,
+            r.files,
+            r.chunks_checked,
+            HumanBytes(r.bytes_checked),
+            r.duration.as_secs_f64()
+        );
+    }
+
+    pub fn generated(&self, dir: &Path, height: u64, bytes: u64) {
+        if self.json {
+            self.emit(json!({"dir": dir, "height": height, "bytes": bytes}));
+        } else {
+            println!(
+                "node data at {} is at height {height}, {}",
+                dir.display(),
+                HumanBytes(bytes)
+            );
+        }
+    }
+
+    pub fn demo(&self, d: &DemoReport) {
+        if self.json {
+            self.emit(json!({
+                "generate_seconds": secs(d.generate),
+                "source_bytes": d.source_bytes,
+                "first": snapshot_json(&d.first),
+                "advance_seconds": secs(d.advance),
+                "second": snapshot_json(&d.second),
+                "restore": restore_json(&d.restore),
+                "verify": d.verify,
+                "repo_bytes": d.repo_bytes,
+                "differences": d.differences,
+            }));
+            return;
+        }
+        let dedup =
+            d.second.stats.logical_bytes as f64 / d.second.stats.new_stored_bytes.max(1) as f64;
+        println!(
+            "blocksnap demo in {}",
+            d.repo.parent().unwrap_or(&d.repo).display()
+        );
+        println!(
+            "  generated ICON node data      {:>10}  {:>7.2}s  {}",
+            HumanBytes(d.source_bytes).to_string(),
+            d.generate.as_secs_f64(),
+            d.source.display()
+        );
+        println!(
+            "  snapshot 1 (height {:>6})    {:>10}  {:>7.2}s  stored {} in {} new chunks",
+            d.first.key.height,
+            HumanBytes(d.first.stats.logical_bytes).to_string(),
+            d.first.duration.as_secs_f64(),
+            HumanBytes(d.first.stats.new_stored_bytes),
+            d.first.stats.new_chunks
+        );
+        println!(
+            "  advanced the node             {:>10}  {:>7.2}s",
+            "",
+            d.advance.as_secs_f64()
+        );
+        println!(
+            "  snapshot 2 (height {:>6})    {:>10}  {:>7.2}s  stored {} in {} new chunks ({dedup:.0}x less than a full copy)",
+            d.second.key.height,
+            HumanBytes(d.second.stats.logical_bytes).to_string(),
+            d.second.duration.as_secs_f64(),
+            HumanBytes(d.second.stats.new_stored_bytes),
+            d.second.stats.new_chunks
+        );
+        println!(
+            "  restore latest as 10.0.0.8    {:>10}  {:>7.2}s  {} chunks checked",
+            HumanBytes(d.restore.bytes).to_string(),
+            d.restore.duration.as_secs_f64(),
+            d.restore.chunks_fetched
+        );
+        println!(
+            "  verify --full all             {:>10}  {:>7.2}s  {} problem(s)",
+            HumanBytes(d.verify.bytes_checked).to_string(),
+            d.verify.duration.as_secs_f64(),
+            d.verify.problems.len()
+        );
+        println!(
+            "  repository size               {:>10}",
+            HumanBytes(d.repo_bytes).to_string()
+        );
+        if d.differences.is_empty() {
+            println!("  restored tree is byte-identical to the source (IP 10.0.0.7 -> 10.0.0.8 in the block DB's name)");
+        } else {
+            println!(
+                "  restored tree DIFFERS from the source at: {}",
+                d.differences.join(", ")
+            );
+        }
+    }
+}
+
+fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
+    json!({
+        "height": r.key.height, "id": r.key.id.to_hex(), "key": r.key.key(),
+        "files": r.stats.files, "entries": r.entries, "logical_bytes": r.stats.logical_bytes,
+        "chunk_refs": r.stats.chunk_refs, "new_chunks": r.stats.new_chunks,
+        "new_stored_bytes": r.stats.new_stored_bytes, "reused_chunk_refs": r.reused_chunk_refs,
+        "bytes_read": r.bytes_read,
+        "normalised_ip": r.normalised_ip.map(|ip| ip.to_string()),
+        "warnings": r.warnings, "seconds": secs(r.duration),
+    })
+}
+
+fn restore_json(r: &RestoreReport) -> serde_json::Value {
+    json!({
+        "height": r.key.height, "id": r.key.id.to_hex(), "target": r.target,
+        "files": r.files, "bytes": r.bytes, "chunks_fetched": r.chunks_fetched,
+        "files_resumed": r.files_resumed, "seconds": secs(r.duration),
+    })
+}

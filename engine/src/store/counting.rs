@@ -1,0 +1,83 @@
+//! A store decorator that counts requests by kind, so that a command can
+//! report what it asked of the store (and tests can prove what it did not).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::Store;
+use crate::error::Result;
+
+pub struct CountingStore<S> {
+    inner: S,
+    gets: AtomicU64,
+    puts: AtomicU64,
+    sizes: AtomicU64,
+    lists: AtomicU64,
+    deletes: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub get: u64,
+    pub put: u64,
+    pub size: u64,
+    pub list: u64,
+    pub delete: u64,
+}
+
+impl<S: Store> CountingStore<S> {
+    pub fn new(inner: S) -> Self {
+        CountingStore {
+            inner,
+            gets: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            sizes: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            get: self.gets.load(Ordering::Relaxed),
+            put: self.puts.load(Ordering::Relaxed),
+            size: self.sizes.load(Ordering::Relaxed),
+            list: self.lists.load(Ordering::Relaxed),
+            delete: self.deletes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Store> Store for CountingStore<S> {
+    fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.get(key, max_len)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_if_absent(key, bytes)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.sizes.fetch_add(1, Ordering::Relaxed);
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.deletes.fetch_add(1, Ordering::Relaxed);
+        self.inner.delete(key)
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
