@@ -1,0 +1,263 @@
+//! The real `blocksnap` binary, end to end: commands, flags, JSON, messages
+//! and exit codes as an operator's scripts see them.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn blocksnap(repo: &Path) -> Command {
+    let mut c = Command::cargo_bin("blocksnap").unwrap();
+    c.env("BLOCKSNAP_REPO", repo).env_remove("RUST_BACKTRACE");
+    c
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Setup { dir };
+        blocksnap(&s.repo())
+            .args(["generate", "--dir"])
+            .arg(s.source())
+            .args(["--size-mib", "3", "--ip", "10.0.0.7"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("is at height"));
+        blocksnap(&s.repo())
+            .arg("init")
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("created repository"));
+        s
+    }
+    fn repo(&self) -> std::path::PathBuf {
+        self.dir.path().join("repo")
+    }
+    fn source(&self) -> std::path::PathBuf {
+        self.dir.path().join("node/loopchain")
+    }
+    fn snapshot(&self, height: u64) -> serde_json::Value {
+        let out = blocksnap(&self.repo())
+            .args([
+                "snapshot",
+                "--json",
+                "--tag",
+                "nightly",
+                "--height",
+                &height.to_string(),
+                "--source",
+            ])
+            .arg(self.source())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out.stdout)
+    }
+}
+
+#[test]
+fn snapshot_list_restore_verify() {
+    let s = Setup::new();
+    let first = s.snapshot(10);
+    assert_eq!(first["height"], 10);
+    assert_eq!(first["normalised_ip"], "10.0.0.7");
+    assert!(first["new_chunks"].as_u64().unwrap() > 0);
+    blocksnap(&s.repo())
+        .args(["generate", "--blocks", "200", "--dir"])
+        .arg(s.source())
+        .assert()
+        .success();
+    let second = s.snapshot(210);
+    assert!(
+        second["new_stored_bytes"].as_u64().unwrap() < first["new_stored_bytes"].as_u64().unwrap()
+    );
+
+    let list = json(
+        &blocksnap(&s.repo())
+            .args(["list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let items = list.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1]["info"]["parent"], first["id"]);
+    assert_eq!(items[0]["info"]["tags"][0], "nightly");
+    blocksnap(&s.repo())
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("height").and(predicate::str::contains("nightly")));
+
+    let target = s.dir.path().join("restored");
+    let out = blocksnap(&s.repo())
+        .args([
+            "restore",
+            "latest",
+            "--json",
+            "--ip",
+            "192.168.7.9",
+            "--target",
+        ])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out.stdout)["height"], 210);
+    let restored_db = target.join(".storage/db_192.168.7.9:7100_icon_dex/CURRENT");
+    assert_eq!(
+        std::fs::read(&restored_db).unwrap(),
+        std::fs::read(
+            s.source()
+                .join(".storage/db_10.0.0.7:7100_icon_dex/CURRENT")
+        )
+        .unwrap()
+    );
+
+    blocksnap(&s.repo())
+        .args(["verify", "all", "--full"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("OK: 0 problem(s)"));
+    let v = json(
+        &blocksnap(&s.repo())
+            .args(["verify", "latest", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["level"], "quick");
+}
+
+#[test]
+fn damage_gives_exit_code_3_and_names_the_file() {
+    let s = Setup::new();
+    let snap = s.snapshot(5);
+    assert!(s.repo().join(snap["key"].as_str().unwrap()).is_file());
+    // Delete every chunk under one fan-out directory.
+    let chunks = s.repo().join("chunks");
+    let fan = std::fs::read_dir(&chunks)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_dir_all(&fan).unwrap();
+    let out = blocksnap(&s.repo())
+        .args(["verify", "latest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().next().unwrap().starts_with("missing: "),
+        "{text}"
+    );
+    assert!(
+        text.contains(".score_data") || text.contains(".storage"),
+        "no file named: {text}"
+    );
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("DAMAGED: "),
+        "{text}"
+    );
+    let v = json(
+        &blocksnap(&s.repo())
+            .args(["verify", "all", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["kind"], "missing");
+
+    let target = s.dir.path().join("restored");
+    blocksnap(&s.repo())
+        .args(["restore", "5", "--ip", "10.0.0.9", "--target"])
+        .arg(&target)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("missing object chunks/"));
+    assert!(!target.exists());
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let s = Setup::new();
+    s.snapshot(1);
+    let target = s.dir.path().join("restored");
+    blocksnap(&s.repo())
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("--ip")
+                .and(predicate::str::contains("db_CHANGEIP:7100_icon_dex")),
+        );
+    blocksnap(&s.repo())
+        .args(["restore", "latest", "--ip", "10.0.0.300", "--target"])
+        .arg(&target)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "\"10.0.0.300\" is not an IPv4 address",
+        ));
+    assert!(!target.exists());
+    blocksnap(&s.repo())
+        .args(["restore", "99", "--ip", "10.0.0.1", "--target"])
+        .arg(&target)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no snapshot matches \"99\""));
+    blocksnap(&s.dir.path().join("nowhere"))
+        .args(["list"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("no repository at")
+                .and(predicate::str::contains("blocksnap init")),
+        );
+    blocksnap(&s.repo())
+        .arg("init")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already exists"));
+    blocksnap(&s.repo())
+        .args(["verify", "yesterday"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("invalid snapshot selector"));
+    blocksnap(&s.repo())
+        .args(["snapshot", "--height", "x"])
+        .assert()
+        .code(2);
+    blocksnap(&s.repo())
+        .args(["snapshot", "--height", "3", "--source"])
+        .arg(s.dir.path().join("absent"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("absent"));
+}
