@@ -175,6 +175,18 @@ fn truncated_and_corrupt_manifests_are_reported() {
 }
 
 #[test]
+fn renamed_manifest_is_reported_as_a_stray() {
+    let f = fixture();
+    let renamed = f.object("snapshots/7-renamed");
+    std::fs::rename(f.object(&f.key.key()), &renamed).unwrap();
+    assert!(f.repo.snapshots().unwrap().is_empty());
+    let r = verify::verify(&f.repo, &[], Level::Quick, &Silent).unwrap();
+    let p = only_problem(&r);
+    assert_eq!(p.kind, ProblemKind::Corrupt);
+    assert_eq!(p.snapshot.as_deref(), Some("snapshots/7-renamed"));
+}
+
+#[test]
 fn missing_manifest_and_missing_repo_are_clear() {
     let f = fixture();
     std::fs::remove_file(f.object(&f.key.key())).unwrap();

@@ -53,7 +53,7 @@ enum Command {
         #[arg(long, default_value_t = chunking::DEFAULT_PARAMS.avg_size / 1024)]
         chunk_avg_kib: u32,
         /// zstd level for chunks that compress.
-        #[arg(long, default_value_t = 3, allow_hyphen_values = true)]
+        #[arg(long, default_value_t = blocksnap::format::chunk::DEFAULT_ZSTD_LEVEL, allow_hyphen_values = true)]
         zstd_level: i32,
         #[command(flatten)]
         json: JsonArg,
@@ -77,6 +77,9 @@ enum Command {
         /// The node's IPv4 address when paths hold several.
         #[arg(long)]
         ip: Option<String>,
+        /// Files chunked in parallel (default: two per CPU).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -206,6 +209,7 @@ fn run(command: Command) -> Result<ExitCode> {
             tags,
             includes,
             ip,
+            jobs,
             json,
         } => {
             let r = open_repo(&repo)?;
@@ -216,6 +220,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 tags,
                 includes,
                 ip,
+                jobs,
             };
             let bar = Bar::new(json.json);
             let report = snapshot::snapshot(&r, &opts, &bar)?;
@@ -301,7 +306,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 source_ip: Ipv4Addr::new(10, 0, 0, 7),
                 target_ip: Ipv4Addr::new(10, 0, 0, 8),
                 chunker: chunking::DEFAULT_PARAMS,
-                zstd_level: 3,
+                zstd_level: blocksnap::format::chunk::DEFAULT_ZSTD_LEVEL,
             };
             let bar = Bar::new(json.json);
             let report = demo::run(&opts, &bar)?;

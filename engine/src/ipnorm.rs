@@ -62,8 +62,11 @@ fn addresses(component: &str) -> Vec<(usize, usize, Ipv4Addr)> {
         while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
             i += 1;
         }
-        if let Ok(ip) = component[start..i].parse::<Ipv4Addr>() {
-            found.push((start, i, ip));
+        // A dot after the address ends a sentence or starts an extension
+        // (`10.0.0.7.log`); it is not part of the address.
+        let end = start + component[start..i].trim_end_matches('.').len();
+        if let Ok(ip) = component[start..end].parse::<Ipv4Addr>() {
+            found.push((start, end, ip));
         }
     }
     found

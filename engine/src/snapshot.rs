@@ -46,6 +46,9 @@ pub struct SnapshotOptions {
     pub includes: Vec<String>,
     /// The node's address, when the source's paths hold more than one.
     pub ip: Option<Ipv4Addr>,
+    /// Files chunked in parallel (0: two per CPU, so that one worker's
+    /// compression overlaps another's writes and fsyncs).
+    pub jobs: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -113,9 +116,7 @@ pub fn snapshot(
         .map(|(_, f)| f.meta.len())
         .sum();
     progress.begin("snapshot", total);
-    let chunker = ChunkerParams {
-        ..repo.config().chunker
-    };
+    let chunker = repo.config().chunker;
     let writer = ChunkWriter::new(repo);
     let files: Vec<(usize, &Found)> = items
         .iter()
@@ -123,14 +124,24 @@ pub fn snapshot(
         .filter(|(_, (_, f))| f.meta.is_file())
         .map(|(i, (_, f))| (i, f))
         .collect();
-    let results: Vec<(usize, FileResult)> = files
-        .par_iter()
-        .map(|&(i, f)| {
-            let r = store_file(f, &chunker, &writer)?;
-            progress.advance(r.size);
-            Ok((i, r))
-        })
-        .collect::<Result<_>>()?;
+    let jobs = match opts.jobs {
+        0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|e| Error::Refused(format!("cannot start {jobs} snapshot workers: {e}")))?;
+    let results: Vec<(usize, FileResult)> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|&(i, f)| {
+                let r = store_file(f, &chunker, &writer)?;
+                progress.advance(r.size);
+                Ok((i, r))
+            })
+            .collect::<Result<_>>()
+    })?;
     progress.end();
     let mut by_index: HashMap<usize, FileResult> = results.into_iter().collect();
 
@@ -424,7 +435,8 @@ fn store_file(f: &Found, params: &ChunkerParams, writer: &ChunkWriter<'_>) -> Re
         // bytes we read, not memory safety of our own data structures; that
         // case is detected below by comparing the file's stat before and
         // after, and fails the snapshot.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io("map", &f.abs))?;
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+            .map_err(Error::io("map", &f.abs))?;
         if map.len() as u64 != size {
             return Err(Error::SourceChanged {
                 path: f.abs.clone(),

@@ -139,6 +139,19 @@ pub fn verify(
     let mut problems = Vec::new();
     let names: Vec<String> = keys.iter().map(|k| k.key()).collect();
 
+    // A key under snapshots/ that does not parse is a snapshot no selector
+    // can reach: report it rather than let it vanish from view.
+    for stray in repo.snapshots_and_strays()?.1 {
+        problems.push(Problem {
+            kind: ProblemKind::Corrupt,
+            snapshot: Some(stray),
+            path: None,
+            chunk: None,
+            detail: "object under snapshots/ whose name is not a snapshot key".into(),
+            more_refs: 0,
+        });
+    }
+
     let mut manifests = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         match repo.load_manifest(key) {

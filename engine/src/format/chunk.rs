@@ -7,6 +7,11 @@
 //! it. Readers accept either codec for any chunk.
 
 use super::envelope::{Codec, Header, Kind, HEADER_LEN};
+
+/// zstd level for new repositories. Measured on generated node data, level
+/// 1 stores within 1 % of level 3's bytes in half the time: what compresses
+/// here (hex in block bodies) compresses at any level.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 use super::{limits, FormatError};
 use crate::id::{ChunkId, Hash};
 

@@ -33,12 +33,14 @@ impl ChunkerParams {
             && (256..=4 << 20).contains(&self.avg_size)
             && (1024..=limits::MAX_CHUNK_BYTES as u32).contains(&self.max_size)
             && self.min_size <= self.avg_size
-            && self.avg_size <= self.max_size;
+            && self.avg_size <= self.max_size
+            // FastCDC derives its masks from the sizes and asserts they are even.
+            && [self.min_size, self.avg_size, self.max_size].iter().all(|s| s % 2 == 0);
         if ok {
             Ok(())
         } else {
             Err(FormatError::corrupt(format!(
-                "chunker parameters {}/{}/{} outside min 64..=1MiB <= avg 256..=4MiB <= max 1KiB..=16MiB",
+                "chunker parameters {}/{}/{} are not even sizes with min 64..=1MiB <= avg 256..=4MiB <= max 1KiB..=16MiB",
                 self.min_size, self.avg_size, self.max_size
             )))
         }

@@ -23,7 +23,8 @@ use crate::id::{ChunkId, Hash};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub height: u64,
-    /// Nanoseconds since the Unix epoch when the snapshot was committed.
+    /// Nanoseconds since the Unix epoch when the manifest was built, just
+    /// before it was committed.
     pub created_unix_ns: u64,
     /// Where the snapshot was taken from (the source directory, with the
     /// node's IP normalised); snapshots of one source form a history.
@@ -202,5 +203,25 @@ impl Manifest {
             EntryKind::File { size, hash, chunks } => Some((e, *size, hash, chunks.as_slice())),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_body_claiming_a_huge_string_is_refused() {
+        // height, created, then `source` claiming 200 MiB that are not there.
+        let mut body = Vec::new();
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(&2u64.to_le_bytes());
+        body.extend_from_slice(&(200u64 << 20).to_le_bytes());
+        body.extend_from_slice(b"short");
+        let object = envelope::seal(Kind::Manifest, &body);
+        match Manifest::decode(&object) {
+            Err(FormatError::Limit { .. }) => {}
+            other => panic!("expected a limit error, got {other:?}"),
+        }
     }
 }

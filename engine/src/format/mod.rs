@@ -58,31 +58,51 @@ impl FormatError {
     }
 }
 
-/// bincode 2 configuration for manifest and config bodies: little-endian,
-/// fixed-width integers (so the spec can give every field's width), and an
-/// allocation limit so that a claimed length can never reserve more than a
-/// whole manifest may hold.
-pub(crate) fn bincode_config() -> impl bincode::config::Config {
+/// bincode 2 configuration for manifest and config bodies: little-endian
+/// and fixed-width integers, so the spec can give every field's width.
+fn wire_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::NoLimit,
+> {
     bincode::config::standard()
         .with_little_endian()
         .with_fixed_int_encoding()
-        .with_limit::<{ limits::MAX_MANIFEST_BYTES as usize }>()
+}
+
+fn decode_limited<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+    body: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(body, wire_config().with_limit::<LIMIT>())
 }
 
 /// Decodes a bincode body that must use every byte.
+///
+/// bincode checks every claimed length against a limit before it allocates,
+/// and counts the claims cumulatively. The limit is a type parameter, so the
+/// smallest tier of at least 16 times the body's length is chosen: decoded
+/// structures take up to a few times their wire size, and a tiny hostile
+/// body claiming a huge string cannot make the reader allocate more than
+/// 16 times its own size (plus 4 MiB).
 pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FormatError> {
-    let (value, used): (T, usize) = bincode::serde::decode_from_slice(body, bincode_config())
-        .map_err(|e| match e {
-            bincode::error::DecodeError::UnexpectedEnd { additional } => {
-                FormatError::Truncated(format!("body ends {additional} byte(s) early"))
-            }
-            bincode::error::DecodeError::LimitExceeded => FormatError::Limit {
-                limit: "decoded body size",
-                value: body.len() as u64,
-                max: limits::MAX_MANIFEST_BYTES,
-            },
-            other => FormatError::Corrupt(format!("body does not decode: {other}")),
-        })?;
+    const MIB: usize = 1 << 20;
+    let decoded = match body.len() {
+        n if n <= MIB / 4 => decode_limited::<T, { 4 * MIB }>(body),
+        n if n <= 4 * MIB => decode_limited::<T, { 64 * MIB }>(body),
+        n if n <= 64 * MIB => decode_limited::<T, { 1024 * MIB }>(body),
+        _ => decode_limited::<T, { 4096 * MIB }>(body),
+    };
+    let (value, used) = decoded.map_err(|e| match e {
+        bincode::error::DecodeError::UnexpectedEnd { additional } => {
+            FormatError::Truncated(format!("body ends {additional} byte(s) early"))
+        }
+        bincode::error::DecodeError::LimitExceeded => FormatError::Limit {
+            limit: "decoded size (16 x the body)",
+            value: body.len() as u64,
+            max: limits::MAX_MANIFEST_BYTES,
+        },
+        other => FormatError::Corrupt(format!("body does not decode: {other}")),
+    })?;
     if used != body.len() {
         return Err(FormatError::corrupt(format!(
             "{} unexpected byte(s) after the body",
@@ -93,6 +113,6 @@ pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result
 }
 
 pub(crate) fn encode_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode_config())
+    bincode::serde::encode_to_vec(value, wire_config())
         .expect("encoding plain structs into a Vec cannot fail")
 }

@@ -112,10 +112,15 @@ impl Store for LocalStore {
         let mut linked = fs::hard_link(&tmp, &dest);
         if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::NotFound) {
             fs::create_dir_all(&parent).map_err(Self::store_err("create directory for", key))?;
-            self.dirty_dirs
-                .lock()
-                .expect("dirty dirs lock")
-                .insert(parent.parent().unwrap_or(&self.root).to_path_buf());
+            // New directories are entries in their parents, up to the root.
+            let mut dirty = self.dirty_dirs.lock().expect("dirty dirs lock");
+            for dir in parent.ancestors().skip(1) {
+                dirty.insert(dir.to_path_buf());
+                if dir == self.root {
+                    break;
+                }
+            }
+            drop(dirty);
             linked = fs::hard_link(&tmp, &dest);
         }
         let _ = fs::remove_file(&tmp);
