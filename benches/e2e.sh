@@ -117,4 +117,4 @@ for s in full incr restore verify; do
 done
 echo
 echo "floor: b3sum (2 threads) ${T[b3sum]}s, cat ${T[cat]}s over the same $(mib "$data");" \
-  "blocksnap full snapshot at $(ratio "${T[b3sum]}" "${T[bs_full]}" | tr -d x) of b3sum's throughput"
+  "blocksnap's full snapshot runs at $(awk -v a="${T[b3sum]}" -v b="${T[bs_full]}" 'BEGIN { printf "%.0f%%", 100 * a / b }') of b3sum's throughput"

@@ -198,12 +198,17 @@ fn failed_restore_leaves_no_target_and_rerun_resumes() {
     let (store, repo) = local_repo(dir.path());
     snap(&repo, &source, 1);
     let target = dir.path().join("restored");
-    // The config, the manifest, then a dozen chunks; one worker, so the
-    // largest files complete before the fault.
+    // The config, the manifest, then exactly the chunks of the largest file:
+    // one worker restores largest first, so that file completes and the
+    // next one fails.
+    let m = repo
+        .load_manifest(&repo.resolve(&Selector::Latest).unwrap()[0])
+        .unwrap();
+    let largest = m.files().max_by_key(|f| f.1).unwrap().3.len() as u64;
     let faulty = Repository::open(Arc::new(FaultyStore::new(
         store.clone(),
         None,
-        Some(2 + 12),
+        Some(2 + largest),
     )))
     .unwrap();
     let ip = OTHER_IP.to_string();
