@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
-use blocksnap::store::{LocalStore, Store};
+use blocksnap::store::{LocalStore, Location, Store};
 use blocksnap::{chunking, demo, ipnorm, list, nodegen, restore, snapshot, verify, Selector};
 use clap::{Parser, Subcommand};
 
@@ -168,10 +168,12 @@ fn main() -> ExitCode {
 }
 
 fn open_store(location: &str) -> Result<Arc<dyn Store>> {
-    if location.contains("://") {
-        bail!("repository {location:?}: only local directories are supported by this build");
+    match location.parse::<Location>()? {
+        Location::Local(path) => Ok(Arc::new(LocalStore::open(path))),
+        Location::S3 { .. } => {
+            bail!("repository {location:?}: S3 repositories are not supported by this build")
+        }
     }
-    Ok(Arc::new(LocalStore::open(location)))
 }
 
 fn open_repo(arg: &RepoArg) -> Result<Repository> {
@@ -194,8 +196,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 avg_size: avg,
                 max_size: avg.saturating_mul(4),
             };
-            let dir = PathBuf::from(&repo.repo);
-            if !repo.repo.contains("://") {
+            if let Ok(Location::Local(dir)) = repo.repo.parse::<Location>() {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("create {}", dir.display()))?;
             }

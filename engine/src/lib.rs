@@ -27,6 +27,7 @@ pub mod list;
 #[cfg(feature = "nodegen")]
 pub mod nodegen;
 pub mod progress;
+pub mod props;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

@@ -9,7 +9,7 @@ use super::envelope::{self, Kind};
 use super::{limits, FormatError};
 use crate::id::Hash;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub struct RepoConfig {
     /// Random-ish id telling repositories apart (local caches key on it).
     pub id: Hash,
@@ -19,7 +19,7 @@ pub struct RepoConfig {
 }
 
 /// FastCDC (2020 variant, normalisation level 1) parameters in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub struct ChunkerParams {
     pub min_size: u32,
     pub avg_size: u32,

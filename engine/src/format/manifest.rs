@@ -20,7 +20,7 @@ use super::envelope::{self, Kind, HEADER_LEN};
 use super::{limits, path, FormatError};
 use crate::id::{ChunkId, Hash};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub struct Manifest {
     pub height: u64,
     /// Nanoseconds since the Unix epoch when the manifest was built, just
@@ -41,7 +41,7 @@ pub struct Manifest {
 }
 
 /// What the snapshot cost; `list` shows it without touching any chunk.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub struct Stats {
     pub files: u64,
     pub logical_bytes: u64,
@@ -52,7 +52,7 @@ pub struct Stats {
     pub new_stored_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub struct Entry {
     pub path: String,
     /// Permission bits (`mode & 0o7777`).
@@ -62,7 +62,7 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub enum EntryKind {
     Dir,
     File {
@@ -75,7 +75,7 @@ pub enum EntryKind {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 pub struct ChunkRef {
     pub id: ChunkId,
     /// Uncompressed length.

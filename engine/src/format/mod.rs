@@ -116,3 +116,41 @@ pub(crate) fn encode_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, wire_config())
         .expect("encoding plain structs into a Vec cannot fail")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operators read these; scripts may match on them. Keep them stable.
+    #[test]
+    fn errors_print_what_and_why() {
+        let cases = [
+            (FormatError::Truncated("header promises 40 bytes after it, only 3 present".into()), "truncated: header promises 40 bytes after it, only 3 present"),
+            (FormatError::corrupt("not a blocksnap object (bad magic)"), "corrupt: not a blocksnap object (bad magic)"),
+            (
+                FormatError::NeedsNewer { found: 2, supported: 1 },
+                "written by a newer blocksnap (format version 2, this build reads up to 1): upgrade blocksnap",
+            ),
+            (
+                FormatError::Limit { limit: "entries", value: 5_000_000, max: limits::MAX_ENTRIES },
+                "limit exceeded: entries is 5000000, at most 4000000 allowed",
+            ),
+            (FormatError::UnsafePath { path: "../x".into(), reason: "`.` or `..` component" }, "unsafe path \"../x\": `.` or `..` component"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+        let wrapped = crate::Error::Format {
+            key: "chunks/ab/ab12".into(),
+            source: FormatError::Truncated("x".into()),
+        };
+        assert_eq!(wrapped.to_string(), "chunks/ab/ab12: truncated: x");
+        let missing = crate::Error::Missing {
+            key: "snapshots/1".into(),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "missing object snapshots/1 in the repository"
+        );
+    }
+}

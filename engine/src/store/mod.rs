@@ -18,6 +18,7 @@
 pub mod counting;
 pub mod faulty;
 pub mod local;
+pub mod location;
 pub mod memory;
 
 use crate::error::{Error, Result};
@@ -26,6 +27,7 @@ use crate::format::FormatError;
 pub use counting::{CountingStore, Counts};
 pub use faulty::FaultyStore;
 pub use local::LocalStore;
+pub use location::{BadLocation, Location};
 pub use memory::MemoryStore;
 
 pub trait Store: Send + Sync {
