@@ -261,3 +261,108 @@ fn bad_input_is_refused_with_a_clear_message() {
         .code(1)
         .stderr(predicate::str::contains("absent"));
 }
+
+#[path = "common/s3server.rs"]
+#[allow(dead_code)]
+mod s3server;
+
+/// The whole job through `--repo s3://` and `--endpoint`, with credentials
+/// from the standard environment variables as an operator would set them.
+#[test]
+fn s3_repository_end_to_end_with_request_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = s3server::S3Server::s3s_fs(&dir.path().join("s3")) else {
+        return;
+    };
+    let repo = format!("s3://{}/PRep/node-1", s3server::BUCKET);
+    let s3 = |args: &[&str]| {
+        let mut c = Command::cargo_bin("blocksnap").unwrap();
+        c.env_clear()
+            .env("HOME", dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", s3server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", s3server::SECRET_KEY)
+            .env("AWS_REGION", "eu-west-1")
+            .env("BLOCKSNAP_S3_ENDPOINT", &server.endpoint)
+            .env("BLOCKSNAP_REPO", &repo)
+            .args(args);
+        c
+    };
+    let source = dir.path().join("node/loopchain");
+    let target = dir.path().join("restored/loopchain");
+    blocksnap(dir.path())
+        .args(["generate", "--size-mib", "3", "--dir"])
+        .arg(&source)
+        .assert()
+        .success();
+    s3(&["init"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "created repository {repo}"
+        )));
+    let out = s3(&["snapshot", "--json", "--height", "10", "--source"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = json(&out.stdout);
+    let requests = &snap["requests"];
+    assert!(
+        requests["put"].as_u64().unwrap() > snap["new_chunks"].as_u64().unwrap(),
+        "{snap}"
+    );
+    assert_eq!(requests["retries"], 0);
+    s3(&["list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            snap["id"].as_str().unwrap()[..12].to_string(),
+        ));
+    let out = s3(&[
+        "restore", "latest", "--json", "--ip", "10.9.9.9", "--target",
+    ])
+    .arg(&target)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = json(&out.stdout);
+    assert_eq!(restored["requests"]["put"], 0);
+    assert!(
+        restored["requests"]["get"].as_u64().unwrap()
+            >= restored["chunks_fetched"].as_u64().unwrap()
+    );
+    assert!(target.join(".storage/db_10.9.9.9:7100_icon_dex").is_dir());
+    s3(&["verify", "all", "--full"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("OK: 0 problem(s)"));
+
+    // s3s-fs checks signatures: unsigned requests are refused, and the
+    // message says what to check.
+    s3(&["list", "--anonymous"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("403").and(predicate::str::contains("credentials")));
+    // Writing needs credentials; none is a clear error, not an unsigned try.
+    s3(&["snapshot", "--height", "11", "--source"])
+        .arg(&source)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no AWS credentials found"));
+    s3(&["list"])
+        .env("BLOCKSNAP_REPO", "s3://Bad_Bucket/x")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bucket names"));
+}

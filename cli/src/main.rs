@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
-use blocksnap::store::{LocalStore, Location, Store};
+use blocksnap::store::{CountingStore, LocalStore, Location, Store};
 use blocksnap::{chunking, demo, ipnorm, list, nodegen, restore, snapshot, verify, Selector};
 use clap::{Parser, Subcommand};
 
@@ -31,9 +31,34 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RepoArg {
-    /// Repository: a local directory.
+    /// Repository: a local directory, or s3://BUCKET/PREFIX.
     #[arg(long, env = "BLOCKSNAP_REPO")]
     repo: String,
+    /// S3-compatible endpoint URL (MinIO, Ceph, R2, Garage…); AWS when
+    /// absent. Implies path-style addressing unless --virtual-hosted.
+    #[arg(long, env = "BLOCKSNAP_S3_ENDPOINT", help_heading = "S3")]
+    endpoint: Option<String>,
+    /// Address the bucket in the host name even with --endpoint.
+    #[arg(long, conflicts_with = "path_style", help_heading = "S3")]
+    virtual_hosted: bool,
+    /// Address the bucket in the URL path even on AWS.
+    #[arg(long, help_heading = "S3")]
+    path_style: bool,
+    /// Bucket region (default: AWS_REGION, the profile, else us-east-1).
+    #[arg(long, help_heading = "S3")]
+    region: Option<String>,
+    /// Send unsigned requests: read a public bucket without an account.
+    /// Reads fall back to this by themselves when no credentials exist.
+    #[arg(long, help_heading = "S3")]
+    anonymous: bool,
+}
+
+/// What a command does with the repository: writers need credentials,
+/// readers can do without them on a public bucket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
 }
 
 #[derive(clap::Args)]
@@ -77,7 +102,7 @@ enum Command {
         /// The node's IPv4 address when paths hold several.
         #[arg(long)]
         ip: Option<String>,
-        /// Files chunked in parallel (default: two per CPU).
+        /// Files chunked in parallel (default: two per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         #[command(flatten)]
@@ -105,7 +130,7 @@ enum Command {
         /// top-level entries there and leaving everything else.
         #[arg(long)]
         force: bool,
-        /// Parallel chunk fetches (default: one per CPU).
+        /// Parallel chunk fetches (default: one per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         #[command(flatten)]
@@ -120,6 +145,10 @@ enum Command {
         /// Read and hash every chunk and file, not only check presence and size.
         #[arg(long)]
         full: bool,
+        /// Parallel chunk reads for --full (default: one per CPU locally,
+        /// 32 on S3).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -167,17 +196,76 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_store(location: &str) -> Result<Arc<dyn Store>> {
-    match location.parse::<Location>()? {
-        Location::Local(path) => Ok(Arc::new(LocalStore::open(path))),
-        Location::S3 { .. } => {
-            bail!("repository {location:?}: S3 repositories are not supported by this build")
+/// Opens the store `--repo` names. `jobs` (0: the store's default) bounds
+/// the requests in flight on a network store.
+fn open_store(arg: &RepoArg, access: Access, jobs: usize) -> Result<Arc<dyn Store>> {
+    match arg.repo.parse::<Location>()? {
+        Location::Local(path) => {
+            if arg.endpoint.is_some() || arg.anonymous {
+                bail!("--endpoint and --anonymous apply to s3:// repositories only");
+            }
+            Ok(Arc::new(CountingStore::new(LocalStore::open(path))))
         }
+        Location::S3 { bucket, prefix } => open_s3(arg, bucket, prefix, access, jobs),
     }
 }
 
-fn open_repo(arg: &RepoArg) -> Result<Repository> {
-    Ok(Repository::open(open_store(&arg.repo)?)?)
+#[cfg(feature = "s3")]
+fn open_s3(
+    arg: &RepoArg,
+    bucket: String,
+    prefix: String,
+    access: Access,
+    jobs: usize,
+) -> Result<Arc<dyn Store>> {
+    use blocksnap_s3::{Auth, S3Options, S3Store};
+    let opts = S3Options {
+        bucket,
+        prefix,
+        endpoint: arg.endpoint.clone(),
+        path_style: if arg.path_style {
+            Some(true)
+        } else if arg.virtual_hosted {
+            Some(false)
+        } else {
+            None
+        },
+        region: arg.region.clone(),
+        auth: match (arg.anonymous, access) {
+            (true, _) => Auth::Anonymous,
+            (false, Access::Read) => Auth::Auto,
+            (false, Access::Write) => Auth::Required,
+        },
+        credentials: None,
+        parallelism: jobs,
+        max_attempts: 0,
+    };
+    let store = S3Store::open(&opts)?;
+    if store.is_anonymous() && !arg.anonymous {
+        eprintln!(
+            "blocksnap: no AWS credentials found; reading {} with unsigned requests",
+            opts.url()
+        );
+    }
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3(
+    arg: &RepoArg,
+    _bucket: String,
+    _prefix: String,
+    _access: Access,
+    _jobs: usize,
+) -> Result<Arc<dyn Store>> {
+    bail!(
+        "repository {:?}: this blocksnap was built without S3 support (feature `s3`)",
+        arg.repo
+    )
+}
+
+fn open_repo(arg: &RepoArg, access: Access, jobs: usize) -> Result<Repository> {
+    Ok(Repository::open(open_store(arg, access, jobs)?)?)
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -200,7 +288,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("create {}", dir.display()))?;
             }
-            let r = Repository::init(open_store(&repo.repo)?, params, zstd_level)?;
+            let r = Repository::init(open_store(&repo, Access::Write, 0)?, params, zstd_level)?;
             Out::new(json.json).init(&repo.repo, r.config());
         }
         Command::Snapshot {
@@ -213,7 +301,7 @@ fn run(command: Command) -> Result<ExitCode> {
             jobs,
             json,
         } => {
-            let r = open_repo(&repo)?;
+            let r = open_repo(&repo, Access::Write, jobs)?;
             let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
             let opts = snapshot::SnapshotOptions {
                 source,
@@ -228,7 +316,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Out::new(json.json).snapshot(&report);
         }
         Command::List { repo, json } => {
-            let r = open_repo(&repo)?;
+            let r = open_repo(&repo, Access::Read, 0)?;
             Out::new(json.json).list(&list::list(&r)?);
         }
         Command::Restore {
@@ -240,7 +328,7 @@ fn run(command: Command) -> Result<ExitCode> {
             jobs,
             json,
         } => {
-            let r = open_repo(&repo)?;
+            let r = open_repo(&repo, Access::Read, jobs)?;
             let selector: Selector = snapshot.parse()?;
             if selector == Selector::All {
                 bail!("restore takes one snapshot: HEIGHT, latest or an id prefix");
@@ -261,9 +349,10 @@ fn run(command: Command) -> Result<ExitCode> {
             repo,
             snapshot,
             full,
+            jobs,
             json,
         } => {
-            let r = open_repo(&repo)?;
+            let r = open_repo(&repo, Access::Read, jobs)?;
             let keys = r.resolve(&snapshot.parse()?)?;
             let level = if full {
                 verify::Level::Full

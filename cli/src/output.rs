@@ -12,6 +12,7 @@ use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
 use blocksnap::restore::RestoreReport;
 use blocksnap::snapshot::SnapshotReport;
+use blocksnap::store::Counts;
 use blocksnap::verify::VerifyReport;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -149,6 +150,7 @@ impl Out {
         for w in &r.warnings {
             println!("  warning: {w}");
         }
+        print_requests(r.requests);
     }
 
     pub fn list(&self, items: &[Listed]) {
@@ -198,6 +200,7 @@ impl Out {
                 r.files_resumed,
                 r.duration.as_secs_f64()
             );
+            print_requests(r.requests);
         }
     }
 
@@ -312,6 +315,16 @@ impl Out {
     }
 }
 
+/// What the command asked of the store, so an operator can price it.
+fn print_requests(requests: Option<Counts>) {
+    if let Some(c) = requests {
+        println!(
+            "  store requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE ({} of them retries)",
+            c.put, c.get, c.head, c.list, c.delete, c.retries
+        );
+    }
+}
+
 fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
     json!({
         "height": r.key.height, "id": r.key.id.to_hex(), "key": r.key.key(),
@@ -320,7 +333,7 @@ fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
         "new_stored_bytes": r.stats.new_stored_bytes, "reused_chunk_refs": r.reused_chunk_refs,
         "bytes_read": r.bytes_read,
         "normalised_ip": r.normalised_ip.map(|ip| ip.to_string()),
-        "warnings": r.warnings, "seconds": secs(r.duration),
+        "warnings": r.warnings, "requests": r.requests, "seconds": secs(r.duration),
     })
 }
 
@@ -328,6 +341,7 @@ fn restore_json(r: &RestoreReport) -> serde_json::Value {
     json!({
         "height": r.key.height, "id": r.key.id.to_hex(), "target": r.target,
         "files": r.files, "bytes": r.bytes, "chunks_fetched": r.chunks_fetched,
-        "files_resumed": r.files_resumed, "seconds": secs(r.duration),
+        "files_resumed": r.files_resumed, "requests": r.requests,
+        "seconds": secs(r.duration),
     })
 }

@@ -205,8 +205,18 @@ impl Repository {
         Ok(manifest)
     }
 
-    /// Fetches a chunk and returns its bytes, checked against its id.
+    /// Fetches a chunk and returns its bytes, checked against its id. A
+    /// chunk that does not check out is fetched once more before it is
+    /// reported: over a network the damage may have been in transit, not in
+    /// the store.
     pub fn read_chunk(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        match self.read_chunk_once(chunk) {
+            Err(Error::Format { .. }) => self.read_chunk_once(chunk),
+            other => other,
+        }
+    }
+
+    fn read_chunk_once(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
         let key = layout::chunk_key(&chunk.id);
         let bytes = self.store.get(&key, MAX_CHUNK_OBJECT)?;
         let raw = chunk::decode(&bytes, &chunk.id).map_err(Error::format(&key))?;

@@ -33,6 +33,7 @@ use crate::id::Hash;
 use crate::ipnorm::{self, IpError};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::store::Counts;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -41,7 +42,8 @@ pub struct RestoreOptions {
     pub ip: Option<String>,
     /// Replace the snapshot's top-level entries in a non-empty target.
     pub force: bool,
-    /// Parallel fetches (0: one per CPU).
+    /// Parallel fetches (0: what the store suggests: one per CPU locally,
+    /// tens over a network).
     pub jobs: usize,
 }
 
@@ -54,6 +56,8 @@ pub struct RestoreReport {
     pub chunks_fetched: u64,
     /// Files already complete in the staging directory of an earlier run.
     pub files_resumed: u64,
+    /// Store requests made, for stores that count them.
+    pub requests: Option<Counts>,
     pub duration: Duration,
 }
 
@@ -142,6 +146,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let requests_before = repo.store().request_counts();
     let parent = plan.staging.parent().expect("staging has a parent");
     fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
     fs::create_dir_all(&plan.staging).map_err(Error::io("create", &plan.staging))?;
@@ -177,7 +182,7 @@ pub fn restore(
     let fetched = AtomicU64::new(0);
     let resumed = AtomicU64::new(0);
     let jobs = if opts.jobs == 0 {
-        rayon::current_num_threads()
+        repo.store().parallelism()
     } else {
         opts.jobs
     };
@@ -228,6 +233,10 @@ pub fn restore(
         bytes: total,
         chunks_fetched: fetched.into_inner(),
         files_resumed: resumed.into_inner(),
+        requests: repo
+            .store()
+            .request_counts()
+            .map(|c| c.since(requests_before)),
         duration: started.elapsed(),
     })
 }

@@ -32,6 +32,7 @@ use crate::id::{ChunkId, Hash};
 use crate::ipnorm;
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository};
+use crate::store::Counts;
 
 /// Files larger than this are streamed instead of mapped, so a large log
 /// does not inflate resident memory.
@@ -47,7 +48,8 @@ pub struct SnapshotOptions {
     /// The node's address, when the source's paths hold more than one.
     pub ip: Option<Ipv4Addr>,
     /// Files chunked in parallel (0: two per CPU, so that one worker's
-    /// compression overlaps another's writes and fsyncs).
+    /// compression overlaps another's writes and fsyncs, or the store's
+    /// suggested number of requests in flight when that is more).
     pub jobs: usize,
 }
 
@@ -61,6 +63,8 @@ pub struct SnapshotReport {
     pub bytes_read: u64,
     pub normalised_ip: Option<Ipv4Addr>,
     pub warnings: Vec<String>,
+    /// Store requests made, for stores that count them.
+    pub requests: Option<Counts>,
     pub duration: Duration,
 }
 
@@ -78,6 +82,7 @@ pub fn snapshot(
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
+    let requests_before = repo.store().request_counts();
     let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
     if !source.is_dir() {
         return Err(Error::SourceNotDir { path: source });
@@ -125,7 +130,8 @@ pub fn snapshot(
         .map(|(i, (_, f))| (i, f))
         .collect();
     let jobs = match opts.jobs {
-        0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => (2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(repo.store().parallelism()),
         n => n,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -220,6 +226,10 @@ pub fn snapshot(
         stats,
         normalised_ip: ip,
         warnings,
+        requests: repo
+            .store()
+            .request_counts()
+            .map(|c| c.since(requests_before)),
         duration: started.elapsed(),
     })
 }

@@ -26,6 +26,7 @@ use crate::format::FormatError;
 use crate::id::{ChunkId, Hash};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::store::Counts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -96,6 +97,8 @@ pub struct VerifyReport {
     pub chunks_checked: u64,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// Store requests made, for stores that count them.
+    pub requests: Option<Counts>,
     #[serde(skip)]
     pub duration: Duration,
 }
@@ -136,6 +139,7 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
+    let requests_before = repo.store().request_counts();
     let mut problems = Vec::new();
     let names: Vec<String> = keys.iter().map(|k| k.key()).collect();
 
@@ -257,52 +261,60 @@ pub fn verify(
         let found: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
         let mut work: Vec<_> = contents.into_values().collect();
         work.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        let hashed: u64 = work
-            .par_iter()
-            .map(|(snap, path, hash, refs)| {
-                let mut hasher = blake3::Hasher::new();
-                let mut complete = true;
-                let mut bytes = 0u64;
-                for c in refs.iter() {
-                    match repo.read_chunk(c) {
-                        Ok(raw) => {
-                            hasher.update(&raw);
-                            bytes += raw.len() as u64;
-                            progress.advance(raw.len() as u64);
-                        }
-                        Err(e) => {
-                            complete = false;
-                            if reported.lock().expect("lock").insert(c.id) {
-                                found.lock().expect("lock").push(Problem {
-                                    kind: classify(&e),
-                                    snapshot: Some(names[*snap].clone()),
-                                    path: Some(path.clone()),
-                                    chunk: Some(c.id.to_hex()),
-                                    detail: e.to_string(),
-                                    more_refs: 0,
-                                });
+        // As many reads in flight as the store suggests: over a network
+        // each worker mostly waits.
+        let workers = repo.store().parallelism();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .build()
+            .map_err(|e| Error::Refused(format!("cannot start {workers} verify workers: {e}")))?;
+        let hashed: u64 = pool.install(|| {
+            work.par_iter()
+                .map(|(snap, path, hash, refs)| {
+                    let mut hasher = blake3::Hasher::new();
+                    let mut complete = true;
+                    let mut bytes = 0u64;
+                    for c in refs.iter() {
+                        match repo.read_chunk(c) {
+                            Ok(raw) => {
+                                hasher.update(&raw);
+                                bytes += raw.len() as u64;
+                                progress.advance(raw.len() as u64);
+                            }
+                            Err(e) => {
+                                complete = false;
+                                if reported.lock().expect("lock").insert(c.id) {
+                                    found.lock().expect("lock").push(Problem {
+                                        kind: classify(&e),
+                                        snapshot: Some(names[*snap].clone()),
+                                        path: Some(path.clone()),
+                                        chunk: Some(c.id.to_hex()),
+                                        detail: e.to_string(),
+                                        more_refs: 0,
+                                    });
+                                }
                             }
                         }
                     }
-                }
-                if complete {
-                    let actual: Hash = hasher.finalize().into();
-                    if actual != *hash {
-                        found.lock().expect("lock").push(Problem {
-                            kind: ProblemKind::Corrupt,
-                            snapshot: Some(names[*snap].clone()),
-                            path: Some(path.clone()),
-                            chunk: None,
-                            detail: format!(
-                                "file bytes hash to {actual}, the manifest says {hash}"
-                            ),
-                            more_refs: 0,
-                        });
+                    if complete {
+                        let actual: Hash = hasher.finalize().into();
+                        if actual != *hash {
+                            found.lock().expect("lock").push(Problem {
+                                kind: ProblemKind::Corrupt,
+                                snapshot: Some(names[*snap].clone()),
+                                path: Some(path.clone()),
+                                chunk: None,
+                                detail: format!(
+                                    "file bytes hash to {actual}, the manifest says {hash}"
+                                ),
+                                more_refs: 0,
+                            });
+                        }
                     }
-                }
-                bytes
-            })
-            .sum();
+                    bytes
+                })
+                .sum()
+        });
         progress.end();
         bytes_checked = hashed;
         let mut found = found.into_inner().expect("lock");
@@ -324,6 +336,10 @@ pub fn verify(
         chunks_checked,
         bytes_checked,
         problems,
+        requests: repo
+            .store()
+            .request_counts()
+            .map(|c| c.since(requests_before)),
         duration: started.elapsed(),
     })
 }

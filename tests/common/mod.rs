@@ -2,6 +2,9 @@
 //! independent description of a directory tree to compare restores with.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+pub mod s3server;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;

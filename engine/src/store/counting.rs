@@ -1,5 +1,7 @@
 //! A store decorator that counts requests by kind, so that a command can
 //! report what it asked of the store (and tests can prove what it did not).
+//! A store that counts its own network requests (S3, retries included)
+//! reports those instead, through [`Store::request_counts`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,9 +23,31 @@ pub struct CountingStore<S> {
 pub struct Counts {
     pub get: u64,
     pub put: u64,
-    pub size: u64,
+    /// Existence and size queries (HEAD on S3).
+    pub head: u64,
     pub list: u64,
     pub delete: u64,
+    /// Of the above, attempts that repeated a failed one.
+    pub retries: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.head + self.list + self.delete
+    }
+
+    /// The requests made between two readings.
+    pub fn since(&self, earlier: Option<Counts>) -> Counts {
+        let earlier = earlier.unwrap_or_default();
+        Counts {
+            get: self.get - earlier.get,
+            put: self.put - earlier.put,
+            head: self.head - earlier.head,
+            list: self.list - earlier.list,
+            delete: self.delete - earlier.delete,
+            retries: self.retries - earlier.retries,
+        }
+    }
 }
 
 impl<S: Store> CountingStore<S> {
@@ -42,9 +66,10 @@ impl<S: Store> CountingStore<S> {
         Counts {
             get: self.gets.load(Ordering::Relaxed),
             put: self.puts.load(Ordering::Relaxed),
-            size: self.sizes.load(Ordering::Relaxed),
+            head: self.sizes.load(Ordering::Relaxed),
             list: self.lists.load(Ordering::Relaxed),
             delete: self.deletes.load(Ordering::Relaxed),
+            retries: 0,
         }
     }
 
@@ -79,5 +104,13 @@ impl<S: Store> Store for CountingStore<S> {
     }
     fn location(&self) -> String {
         self.inner.location()
+    }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
+    /// The inner store's own count when it keeps one (real network
+    /// requests, retries included), else the operations seen here.
+    fn request_counts(&self) -> Option<Counts> {
+        self.inner.request_counts().or_else(|| Some(self.counts()))
     }
 }

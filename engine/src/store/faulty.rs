@@ -62,4 +62,7 @@ impl<S: Store> Store for FaultyStore<S> {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
 }

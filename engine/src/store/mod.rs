@@ -53,6 +53,19 @@ pub trait Store: Send + Sync {
 
     /// Where the store is, for messages.
     fn location(&self) -> String;
+
+    /// How many requests the engine should keep in flight by default: the
+    /// CPU count for a local disk, tens for a store across a network,
+    /// where each request mostly waits.
+    fn parallelism(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// The requests made so far, for stores that count them (so an operator
+    /// can price a snapshot on a metered store).
+    fn request_counts(&self) -> Option<Counts> {
+        None
+    }
 }
 
 /// Shared handles are stores too, so decorators can wrap an `Arc` that a
@@ -79,10 +92,16 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn location(&self) -> String {
         (**self).location()
     }
+    fn parallelism(&self) -> usize {
+        (**self).parallelism()
+    }
+    fn request_counts(&self) -> Option<Counts> {
+        (**self).request_counts()
+    }
 }
 
 /// The error for an object larger than its kind may be.
-pub(crate) fn too_large(key: &str, len: u64, max_len: u64) -> Error {
+pub fn too_large(key: &str, len: u64, max_len: u64) -> Error {
     Error::Format {
         key: key.to_string(),
         source: FormatError::Limit {

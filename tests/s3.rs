@@ -1,0 +1,344 @@
+//! The S3 store against real S3-compatible servers on loopback (see
+//! `common/s3server.rs`): s3s-fs, which checks SigV4 signatures, for
+//! everything signed; moto for unsigned public-bucket reads; a
+//! fault-injecting proxy in between for retries.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use blocksnap::chunking::DEFAULT_PARAMS;
+use blocksnap::format::layout::{self, SnapshotKey};
+use blocksnap::progress::Silent;
+use blocksnap::restore::{self, RestoreOptions, RestoreReport};
+use blocksnap::snapshot::{self, SnapshotOptions, SnapshotReport};
+use blocksnap::store::Store;
+use blocksnap::verify::{self, Level, ProblemKind};
+use blocksnap::{Error, Repository, Selector};
+use blocksnap_s3::{Auth, S3Options, S3Store};
+use common::faultproxy::FaultProxy;
+use common::s3server::{S3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
+
+fn options(endpoint: &str, prefix: &str) -> S3Options {
+    S3Options {
+        bucket: BUCKET.into(),
+        prefix: prefix.into(),
+        endpoint: Some(endpoint.into()),
+        region: Some("us-east-1".into()),
+        auth: Auth::Required,
+        credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+        ..Default::default()
+    }
+}
+
+fn store(endpoint: &str, prefix: &str) -> Arc<S3Store> {
+    Arc::new(S3Store::open(&options(endpoint, prefix)).unwrap())
+}
+
+fn snap(repo: &Repository, source: &Path, height: u64) -> SnapshotReport {
+    let opts = SnapshotOptions {
+        source: source.to_path_buf(),
+        height,
+        ..Default::default()
+    };
+    snapshot::snapshot(repo, &opts, &Silent).unwrap()
+}
+
+fn restore_to(
+    repo: &Repository,
+    key: &SnapshotKey,
+    target: &Path,
+) -> blocksnap::Result<RestoreReport> {
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        ip: Some(common::OTHER_IP.to_string()),
+        ..Default::default()
+    };
+    let plan = restore::plan(repo, key, &opts)?;
+    restore::restore(repo, &plan, &opts, &Silent)
+}
+
+fn assert_same_tree(source: &Path, target: &Path) {
+    assert_eq!(
+        common::describe(source, Some((common::NODE_IP, common::OTHER_IP))),
+        common::describe(target, None),
+        "restored tree differs from the source"
+    );
+}
+
+/// A node, an s3s-fs server and an S3 repository in it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    source: PathBuf,
+    server: S3Server,
+}
+
+fn fixture(mib: u64) -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::s3s_fs(&dir.path().join("s3"))?;
+    let source = common::node(dir.path(), mib);
+    Some(Fixture {
+        dir,
+        source,
+        server,
+    })
+}
+
+#[test]
+fn round_trip_through_s3_is_byte_identical_and_counts_requests() {
+    let Some(f) = fixture(12) else { return };
+    let store = store(&f.server.endpoint, "PRep/node1/");
+    let repo = Repository::init(store.clone(), DEFAULT_PARAMS, 1).unwrap();
+
+    let first = snap(&repo, &f.source, 100);
+    let req = first.requests.expect("the S3 store counts requests");
+    // One conditional PUT per new chunk plus the manifest (and, rarely, a
+    // second PUT of a chunk two workers met at once, which the condition
+    // refuses); nothing retried on a healthy server.
+    let jobs = blocksnap_s3::DEFAULT_PARALLELISM as u64;
+    assert!(req.put > first.stats.new_chunks, "{req:?}");
+    assert!(req.put <= first.stats.new_chunks + 1 + jobs, "{req:?}");
+    assert_eq!(req.retries, 0);
+    assert!(first.stats.new_chunks > 10);
+
+    common::advance(&f.source, 200);
+    let second = snap(&repo, &f.source, 300);
+    let req = second.requests.unwrap();
+    assert!(req.put > second.stats.new_chunks, "{req:?}");
+    assert!(req.put <= second.stats.new_chunks + 1 + jobs, "{req:?}");
+    assert!(second.stats.new_chunks < first.stats.new_chunks);
+
+    // The objects really are in the bucket, under the prefix.
+    let on_disk = f
+        .server
+        .root
+        .as_ref()
+        .unwrap()
+        .join(BUCKET)
+        .join("PRep/node1");
+    assert!(on_disk.join("config").is_file());
+    assert!(on_disk
+        .join(layout::chunk_key(&second.key.id))
+        .parent()
+        .is_some());
+
+    // A fresh client (another host) restores byte-identically, IP swapped.
+    let other = Repository::open(store_for_reading(&f.server.endpoint)).unwrap();
+    let key = other.resolve(&Selector::Latest).unwrap()[0];
+    assert_eq!(key, second.key);
+    let target = f.dir.path().join("restored/loopchain");
+    let r = restore_to(&other, &key, &target).unwrap();
+    assert_same_tree(&f.source, &target);
+    let req = r.requests.unwrap();
+    assert_eq!(req.put, 0);
+    assert!(req.get >= r.chunks_fetched, "{req:?}");
+
+    for level in [Level::Quick, Level::Full] {
+        let v = verify::verify(
+            &other,
+            &other.resolve(&Selector::All).unwrap(),
+            level,
+            &Silent,
+        )
+        .unwrap();
+        assert!(v.ok(), "{level:?}: {:?}", v.problems);
+        assert_eq!(v.snapshots, 2);
+    }
+}
+
+fn store_for_reading(endpoint: &str) -> Arc<S3Store> {
+    store(endpoint, "PRep/node1")
+}
+
+#[test]
+fn corrupt_and_deleted_chunk_objects_are_reported_with_their_files() {
+    let Some(f) = fixture(3) else { return };
+    let store = store(&f.server.endpoint, "repo/");
+    let repo = Repository::init(store.clone(), DEFAULT_PARAMS, 1).unwrap();
+    let key = snap(&repo, &f.source, 5).key;
+    let manifest = repo.load_manifest(&key).unwrap();
+    let mut files: Vec<_> = manifest.files().filter(|f| !f.3.is_empty()).collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.1));
+    let (corrupt_file, corrupt_chunk) = (files[0].0.path.clone(), files[0].3[0].id);
+    let (gone_file, gone_chunk) = (files[1].0.path.clone(), files[1].3[0].id);
+
+    // Flip a byte in one object on the server's disk; delete another
+    // through S3.
+    let object = f
+        .server
+        .root
+        .as_ref()
+        .unwrap()
+        .join(BUCKET)
+        .join("repo")
+        .join(layout::chunk_key(&corrupt_chunk));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&object, bytes).unwrap();
+    store.delete(&layout::chunk_key(&gone_chunk)).unwrap();
+
+    let quick = verify::verify(&repo, &[key], Level::Quick, &Silent).unwrap();
+    assert_eq!(quick.problems.len(), 1, "{:?}", quick.problems);
+    assert_eq!(quick.problems[0].kind, ProblemKind::Missing);
+    assert_eq!(quick.problems[0].chunk, Some(gone_chunk.to_hex()));
+    assert_eq!(quick.problems[0].path.as_deref(), Some(gone_file.as_str()));
+
+    let full = verify::verify(&repo, &[key], Level::Full, &Silent).unwrap();
+    let mut found: Vec<_> = full
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.path.clone().unwrap(), p.chunk.clone().unwrap()))
+        .collect();
+    found.sort_by_key(|p| p.2.clone());
+    let mut expected = vec![
+        (
+            ProblemKind::Corrupt,
+            corrupt_file.clone(),
+            corrupt_chunk.to_hex(),
+        ),
+        (ProblemKind::Missing, gone_file, gone_chunk.to_hex()),
+    ];
+    expected.sort_by_key(|p| p.2.clone());
+    assert_eq!(found, expected);
+
+    // A corrupt chunk is fetched twice (once more in case the damage was
+    // in transit) before it is reported.
+    let before = store.request_counts().unwrap();
+    let chunk_ref = files[0].3[0];
+    let err = repo.read_chunk(&chunk_ref).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert_eq!(store.request_counts().unwrap().since(Some(before)).get, 2);
+
+    let target = f.dir.path().join("restored");
+    let err = restore_to(&repo, &key, &target).unwrap_err().to_string();
+    assert!(
+        err.contains(&corrupt_chunk.to_hex()) || err.contains(&gone_chunk.to_hex()),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn snapshot_and_restore_complete_when_a_tenth_of_requests_fail() {
+    let Some(f) = fixture(8) else { return };
+    let proxy = FaultProxy::start(f.server.addr, 10);
+    let store = store(&proxy.endpoint, "flaky/");
+    let repo = Repository::init(store.clone(), DEFAULT_PARAMS, 1).unwrap();
+    let report = snap(&repo, &f.source, 9);
+    let target = f.dir.path().join("restored/loopchain");
+    let restored = restore_to(&repo, &report.key, &target).unwrap();
+    assert_same_tree(&f.source, &target);
+    let v = verify::verify(&repo, &[report.key], Level::Full, &Silent).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+
+    let (requests, faults) = proxy.counts();
+    assert!(
+        faults * 100 >= requests * 9 && faults > 20,
+        "{faults} faults in {requests} requests"
+    );
+    let retried = report.requests.unwrap().retries + restored.requests.unwrap().retries;
+    assert!(retried > 0, "faults were injected but nothing was retried");
+}
+
+#[test]
+fn conditional_writes_never_overwrite_and_listing_pages() {
+    let Some(f) = fixture(0) else { return };
+    let store = store(&f.server.endpoint, "cond/");
+    assert!(store.put_if_absent("snapshots/a", b"first").unwrap());
+    assert!(!store.put_if_absent("snapshots/a", b"second").unwrap());
+    assert_eq!(store.get("snapshots/a", 100).unwrap(), b"first");
+    assert!(matches!(
+        store.get("snapshots/none", 100),
+        Err(Error::Missing { .. })
+    ));
+    assert_eq!(store.size("snapshots/none").unwrap(), None);
+    assert!(store.get("snapshots/a", 3).is_err(), "max_len is enforced");
+
+    // More keys than one ListObjectsV2 page holds (1000).
+    let keys: Vec<String> = (0..1105).map(|i| format!("many/{i:05}")).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(16)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        use rayon::prelude::*;
+        keys.par_iter()
+            .for_each(|k| assert!(store.put_if_absent(k, k.as_bytes()).unwrap()));
+    });
+    let before = store.request_counts().unwrap();
+    let listed = store.list("many/").unwrap();
+    assert_eq!(store.request_counts().unwrap().since(Some(before)).list, 2);
+    let names: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(names, keys);
+    assert!(listed.iter().all(|(_, size)| *size == 10));
+}
+
+#[test]
+fn permanent_failures_stop_at_once_with_a_clear_error() {
+    let Some(f) = fixture(0) else { return };
+    // A wrong secret: the server rejects the signature; no retries.
+    let mut opts = options(&f.server.endpoint, "x/");
+    opts.credentials = Some((ACCESS_KEY.into(), "not-the-secret".into()));
+    let bad = S3Store::open(&opts).unwrap();
+    let err = bad.put_if_absent("config", b"x").unwrap_err().to_string();
+    assert!(err.contains("403"), "{err}");
+    assert!(err.contains(&format!("s3://{BUCKET}/x/config")), "{err}");
+    assert_eq!(bad.request_counts().unwrap().put, 1);
+
+    // A bucket that does not exist.
+    let mut opts = options(&f.server.endpoint, "");
+    opts.bucket = "no-such-bucket".into();
+    let missing = S3Store::open(&opts).unwrap();
+    let err = missing.list("snapshots/").unwrap_err().to_string();
+    assert!(
+        err.contains("NoSuchBucket") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(
+        missing.request_counts().unwrap().list,
+        1,
+        "retried a permanent error"
+    );
+
+    // An empty prefix is no repository, and says how to make one.
+    let err = match Repository::open(store(&f.server.endpoint, "empty/")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened a repository where there is none"),
+    };
+    assert!(err.contains("blocksnap init"), "{err}");
+}
+
+#[test]
+fn anonymous_client_restores_a_public_bucket_with_unsigned_requests() {
+    let Some(server) = S3Server::moto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = common::node(dir.path(), 3);
+    // The publisher writes with credentials.
+    let publisher = store(&server.endpoint, "public/");
+    let repo = Repository::init(publisher, DEFAULT_PARAMS, 1).unwrap();
+    let key = snap(&repo, &source, 77).key;
+
+    // Anyone reads without an account; a proxy watches that nothing is
+    // signed.
+    let proxy = FaultProxy::start(server.addr, 0);
+    let mut opts = options(&proxy.endpoint, "public/");
+    opts.auth = Auth::Anonymous;
+    opts.credentials = None;
+    let reader = Arc::new(S3Store::open(&opts).unwrap());
+    assert!(reader.is_anonymous());
+    let public = Repository::open(reader).unwrap();
+    let found = public.resolve(&Selector::Height(77)).unwrap()[0];
+    assert_eq!(found, key);
+    let target = dir.path().join("restored/loopchain");
+    restore_to(&public, &found, &target).unwrap();
+    assert_same_tree(&source, &target);
+    let v = verify::verify(&public, &[found], Level::Full, &Silent).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+    let (requests, _) = proxy.counts();
+    assert!(requests > 3);
+    assert_eq!(proxy.signed(), 0, "an anonymous client signed requests");
+}
