@@ -243,6 +243,28 @@ fn snapshot_and_restore_complete_when_a_tenth_of_requests_fail() {
 }
 
 #[test]
+fn a_manifest_put_whose_answer_was_lost_still_commits_the_snapshot() {
+    let Some(f) = fixture(4) else { return };
+    let proxy = FaultProxy::start(f.server.addr, 0);
+    let store = store(&proxy.endpoint, "lost/");
+    let repo = Repository::init(store.clone(), DEFAULT_PARAMS, 1).unwrap();
+    // The manifest PUT reaches the server, its answer does not reach the
+    // client; the retry then meets the object it wrote itself.
+    proxy.lose_response_to_first_put("/snapshots/");
+    let report = snap(&repo, &f.source, 3);
+    assert_eq!(proxy.counts().1, 1, "the fault was injected");
+    assert!(report.requests.unwrap().retries >= 1);
+    let target = f.dir.path().join("restored/loopchain");
+    restore_to(&repo, &report.key, &target).unwrap();
+    assert_same_tree(&f.source, &target);
+
+    // A different manifest at an existing key is still refused.
+    assert!(!store
+        .put_if_absent(&report.key.key(), b"someone else's bytes")
+        .unwrap());
+}
+
+#[test]
 fn conditional_writes_never_overwrite_and_listing_pages() {
     let Some(f) = fixture(0) else { return };
     let store = store(&f.server.endpoint, "cond/");

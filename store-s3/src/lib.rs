@@ -15,7 +15,7 @@
 mod client;
 mod retry;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -171,7 +171,9 @@ impl S3Store {
 
     fn put_plain(&self, key: &str, bytes: &[u8], conditional: bool) -> Result<PutOutcome> {
         let object = self.object_key(key);
-        self.run(Op::Put, key, || {
+        let attempts = AtomicU32::new(0);
+        let outcome = self.run(Op::Put, key, || {
+            attempts.fetch_add(1, Ordering::Relaxed);
             let mut req = self
                 .client
                 .put_object()
@@ -197,7 +199,11 @@ impl S3Store {
                     },
                 }
             }
-        })
+        })?;
+        if outcome == PutOutcome::Exists && attempts.load(Ordering::Relaxed) > 1 {
+            return Ok(PutOutcome::ExistsAfterRetry);
+        }
+        Ok(outcome)
     }
 }
 
@@ -205,6 +211,10 @@ impl S3Store {
 enum PutOutcome {
     Written,
     Exists,
+    /// The object exists, but an earlier attempt of this same PUT failed
+    /// in a way (a cut connection, a 5xx from a proxy) that may have hidden
+    /// its success: the object may be our own write.
+    ExistsAfterRetry,
     /// The server does not implement `If-None-Match` on PUT.
     Unsupported,
 }
@@ -214,6 +224,22 @@ fn store_error(op: &'static str, url: &str, message: String) -> Error {
         op,
         key: url.to_string(),
         source: std::io::Error::other(message),
+    }
+}
+
+impl S3Store {
+    /// After a retried conditional PUT met an existing object: whether that
+    /// object is the one this PUT wrote. Without this check a manifest whose
+    /// first PUT landed but whose response was lost would be reported as a
+    /// snapshot that "already exists". Equal bytes are taken as our own:
+    /// every key blocksnap writes names its content, so another writer with
+    /// the same bytes wrote the same object.
+    fn is_own_write(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        match self.get(key, bytes.len() as u64) {
+            Ok(stored) => Ok(stored == bytes),
+            Err(Error::Format { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -267,6 +293,7 @@ impl Store for S3Store {
             match self.put_plain(key, bytes, true)? {
                 PutOutcome::Written => return Ok(true),
                 PutOutcome::Exists => return Ok(false),
+                PutOutcome::ExistsAfterRetry => return self.is_own_write(key, bytes),
                 PutOutcome::Unsupported => self.no_conditional_put.store(true, Ordering::Relaxed),
             }
         }

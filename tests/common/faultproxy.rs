@@ -27,6 +27,9 @@ struct Stats {
     faults: AtomicU64,
     signed: AtomicU64,
     counter: AtomicU64,
+    /// A request-line fragment: the first PUT that contains it is forwarded
+    /// and its response lost, whatever `percent` says.
+    lose_first_put: std::sync::Mutex<Option<String>>,
 }
 
 impl FaultProxy {
@@ -55,6 +58,13 @@ impl FaultProxy {
             stop,
             stats,
         }
+    }
+
+    /// Forwards the first PUT whose request line contains `fragment` to the
+    /// server, then closes the connection without the answer: the write
+    /// landed, but the client cannot know.
+    pub fn lose_response_to_first_put(&self, fragment: &str) {
+        *self.stats.lose_first_put.lock().unwrap() = Some(fragment.to_string());
     }
 
     /// Requests that carried a signature (an `Authorization` header or a
@@ -180,6 +190,25 @@ fn serve(client: TcpStream, upstream: SocketAddr, percent: u64, stats: &Stats) -
         // A fixed spread over request numbers: every (100 / percent)-th
         // request is spoiled, cycling through the three kinds of fault.
         let spoil = percent > 0 && (n * percent) / 100 != ((n + 1) * percent) / 100;
+        let request_line = String::from_utf8_lossy(&request.head)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let lose = method == "PUT" && {
+            let mut target = stats.lose_first_put.lock().unwrap();
+            let hit = target.as_deref().is_some_and(|f| request_line.contains(f));
+            if hit {
+                *target = None;
+            }
+            hit
+        };
+        if lose {
+            stats.faults.fetch_add(1, Ordering::Relaxed);
+            forward(&mut server, upstream, &request, &method)?;
+            let _ = to_client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         if spoil {
             let kind = stats.counter.fetch_add(1, Ordering::Relaxed) % 3;
             stats.faults.fetch_add(1, Ordering::Relaxed);
