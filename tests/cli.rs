@@ -8,7 +8,12 @@ use predicates::prelude::*;
 
 fn blocksnap(repo: &Path) -> Command {
     let mut c = Command::cargo_bin("blocksnap").unwrap();
-    c.env("BLOCKSNAP_REPO", repo).env_remove("RUST_BACKTRACE");
+    // The local state goes beside the repository, not into the real
+    // ~/.cache.
+    let cache = repo.parent().unwrap_or(repo).join("cache");
+    c.env("BLOCKSNAP_REPO", repo)
+        .env("BLOCKSNAP_CACHE_DIR", cache)
+        .env_remove("RUST_BACKTRACE");
     c
 }
 
@@ -260,6 +265,109 @@ fn bad_input_is_refused_with_a_clear_message() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("absent"));
+}
+
+/// A running node (its database LOCK held with `flock`, as goloop does) is
+/// refused with exit code 1; a staged snapshot stops it, reports the
+/// downtime, and starts it again; a failing start command fails the run.
+#[test]
+fn live_node_is_refused_and_a_staged_snapshot_restarts_it() {
+    let s = Setup::new();
+    let lock = s.source().join(".storage/db_10.0.0.7:7100_icon_dex/LOCK");
+    assert!(lock.is_file());
+    let mut node = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "600"])
+        .spawn()
+        .unwrap();
+    // Wait until the lock is held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let probe = std::process::Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap();
+        if !probe.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    blocksnap(&s.repo())
+        .args(["snapshot", "--height", "5", "--source"])
+        .arg(s.source())
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("db_10.0.0.7:7100_icon_dex")
+                .and(predicate::str::contains("--stop-cmd"))
+                .and(predicate::str::contains("--allow-live")),
+        );
+    assert!(json_list(&s).is_empty(), "a live snapshot was committed");
+
+    let started = s.dir.path().join("started");
+    let out = blocksnap(&s.repo())
+        .args(["snapshot", "--json", "--height", "5", "--stop-cmd"])
+        .arg(format!("kill {}", node.id()))
+        .arg("--start-cmd")
+        .arg(format!("touch '{}'", started.display()))
+        .arg("--source")
+        .arg(s.source())
+        .output()
+        .unwrap();
+    let _ = node.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = json(&out.stdout);
+    assert!(started.exists(), "the start command did not run");
+    assert!(snap["stage"]["downtime"].as_f64().unwrap() > 0.0, "{snap}");
+    assert!(
+        snap["stage"]["files_linked"].as_u64().unwrap() > 0,
+        "{snap}"
+    );
+    assert_eq!(json_list(&s).len(), 1);
+
+    blocksnap(&s.repo())
+        .args(["snapshot", "--height", "6", "--stop-cmd", "true"])
+        .args(["--start-cmd", "echo unit not found >&2; exit 5", "--source"])
+        .arg(s.source())
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("THE NODE IS NOT RUNNING")
+                .and(predicate::str::contains("unit not found")),
+        );
+    blocksnap(&s.repo())
+        .args([
+            "snapshot",
+            "--height",
+            "7",
+            "--stop-cmd",
+            "true",
+            "--source",
+        ])
+        .arg(s.source())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--start-cmd"));
+}
+
+fn json_list(s: &Setup) -> Vec<serde_json::Value> {
+    let out = blocksnap(&s.repo())
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    json(&out.stdout).as_array().cloned().unwrap_or_default()
 }
 
 #[path = "common/s3server.rs"]

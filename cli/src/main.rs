@@ -13,7 +13,9 @@ use anyhow::{bail, Context, Result};
 use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
 use blocksnap::store::{CountingStore, LocalStore, Location, Store};
-use blocksnap::{chunking, demo, ipnorm, list, nodegen, restore, snapshot, verify, Selector};
+use blocksnap::{
+    cache, chunking, demo, ipnorm, list, nodegen, restore, snapshot, stage, verify, Selector,
+};
 use clap::{Parser, Subcommand};
 
 use output::{Bar, Out};
@@ -105,6 +107,32 @@ enum Command {
         /// Files chunked in parallel (default: two per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        /// Where the stat cache and chunk index live (safe to delete).
+        /// Default: $XDG_CACHE_HOME/blocksnap or ~/.cache/blocksnap.
+        #[arg(long, env = "BLOCKSNAP_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Use no local state at all: read every file, ask the store about
+        /// every chunk.
+        #[arg(long)]
+        no_cache: bool,
+        /// Read and hash every file even when its stat is unchanged.
+        #[arg(long)]
+        rehash: bool,
+        /// Snapshot even when a database under the source is open in a
+        /// running process (the manifest records a warning).
+        #[arg(long)]
+        allow_live: bool,
+        /// Staged snapshot: run this to stop the node, wait for its
+        /// databases to close, freeze a view of the source, then run
+        /// --start-cmd and snapshot the frozen view while the node runs.
+        #[arg(long, requires = "start_cmd", value_name = "CMD")]
+        stop_cmd: Option<String>,
+        /// Starts the node again after a staged snapshot's freeze.
+        #[arg(long, requires = "stop_cmd", value_name = "CMD")]
+        start_cmd: Option<String>,
+        /// Seconds to wait for the databases to close after --stop-cmd.
+        #[arg(long, default_value_t = 120)]
+        stop_timeout: u64,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -201,8 +229,8 @@ fn main() -> ExitCode {
 fn open_store(arg: &RepoArg, access: Access, jobs: usize) -> Result<Arc<dyn Store>> {
     match arg.repo.parse::<Location>()? {
         Location::Local(path) => {
-            if arg.endpoint.is_some() || arg.anonymous {
-                bail!("--endpoint and --anonymous apply to s3:// repositories only");
+            if arg.anonymous {
+                bail!("--anonymous applies to s3:// repositories only");
             }
             Ok(Arc::new(CountingStore::new(LocalStore::open(path))))
         }
@@ -264,6 +292,24 @@ fn open_s3(
     )
 }
 
+/// The repository's local state, or none (with a warning) when it cannot
+/// be had: a cache only ever saves time.
+fn open_state(dir: Option<PathBuf>, repo: &Repository) -> Option<cache::LocalState> {
+    let Some(base) = dir.or_else(cache::default_dir) else {
+        eprintln!(
+            "blocksnap: warning: no cache directory (set --cache-dir or HOME); reading everything"
+        );
+        return None;
+    };
+    match cache::LocalState::open(&base, repo) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("blocksnap: warning: {e}; snapshot without the cache");
+            None
+        }
+    }
+}
+
 fn open_repo(arg: &RepoArg, access: Access, jobs: usize) -> Result<Repository> {
     Ok(Repository::open(open_store(arg, access, jobs)?)?)
 }
@@ -299,6 +345,13 @@ fn run(command: Command) -> Result<ExitCode> {
             includes,
             ip,
             jobs,
+            cache_dir,
+            no_cache,
+            rehash,
+            allow_live,
+            stop_cmd,
+            start_cmd,
+            stop_timeout,
             json,
         } => {
             let r = open_repo(&repo, Access::Write, jobs)?;
@@ -310,10 +363,36 @@ fn run(command: Command) -> Result<ExitCode> {
                 includes,
                 ip,
                 jobs,
+                rehash,
+                allow_live,
+                ..Default::default()
+            };
+            let state = if no_cache {
+                None
+            } else {
+                open_state(cache_dir, &r)
             };
             let bar = Bar::new(json.json);
-            let report = snapshot::snapshot(&r, &opts, &bar)?;
-            Out::new(json.json).snapshot(&report);
+            let out = Out::new(json.json);
+            match (stop_cmd, start_cmd) {
+                (Some(stop_cmd), Some(start_cmd)) => {
+                    let stage_opts = stage::StageOptions {
+                        stop_cmd,
+                        start_cmd,
+                        lock_timeout: std::time::Duration::from_secs(stop_timeout),
+                    };
+                    let (report, staged) =
+                        stage::snapshot_staged(&r, &opts, &stage_opts, state.as_ref(), &bar)?;
+                    out.staged_snapshot(&report, &staged);
+                    if let Some(e) = staged.start_error {
+                        bail!("{e}: THE NODE IS NOT RUNNING (the snapshot was committed)");
+                    }
+                }
+                _ => {
+                    let report = snapshot::snapshot_with_state(&r, &opts, state.as_ref(), &bar)?;
+                    out.snapshot(&report);
+                }
+            }
         }
         Command::List { repo, json } => {
             let r = open_repo(&repo, Access::Read, 0)?;

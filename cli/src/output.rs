@@ -12,6 +12,7 @@ use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
 use blocksnap::restore::RestoreReport;
 use blocksnap::snapshot::SnapshotReport;
+use blocksnap::stage::StageReport;
 use blocksnap::store::Counts;
 use blocksnap::verify::VerifyReport;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -141,6 +142,11 @@ impl Out {
             r.stats.chunk_refs,
             r.duration.as_secs_f64()
         );
+        println!(
+            "  read {} ({} files unchanged since the last snapshot were not read)",
+            HumanBytes(r.bytes_read),
+            r.files_from_cache
+        );
         if let Some(ip) = r.normalised_ip {
             println!(
                 "  node address {ip} stored as {}",
@@ -151,6 +157,28 @@ impl Out {
             println!("  warning: {w}");
         }
         print_requests(r.requests);
+    }
+
+    pub fn staged_snapshot(&self, r: &SnapshotReport, s: &StageReport) {
+        if self.json {
+            let mut v = snapshot_json(r);
+            v["stage"] = json!(s);
+            self.emit(v);
+            return;
+        }
+        println!(
+            "node downtime {:.2}s (waiting for locks {:.2}s, staging {:.2}s: {} table files linked, {} files copied, {})",
+            s.downtime.as_secs_f64(),
+            s.lock_wait.as_secs_f64(),
+            s.staging.as_secs_f64(),
+            s.files_linked,
+            s.files_copied,
+            HumanBytes(s.bytes_copied)
+        );
+        self.snapshot(r);
+        if let Some(e) = &s.start_error {
+            eprintln!("blocksnap: ERROR: {e}: THE NODE IS NOT RUNNING");
+        }
     }
 
     pub fn list(&self, items: &[Listed]) {
@@ -331,7 +359,8 @@ fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
         "files": r.stats.files, "entries": r.entries, "logical_bytes": r.stats.logical_bytes,
         "chunk_refs": r.stats.chunk_refs, "new_chunks": r.stats.new_chunks,
         "new_stored_bytes": r.stats.new_stored_bytes, "reused_chunk_refs": r.reused_chunk_refs,
-        "bytes_read": r.bytes_read,
+        "bytes_read": r.bytes_read, "files_from_cache": r.files_from_cache,
+        "chunk_index": r.index,
         "normalised_ip": r.normalised_ip.map(|ip| ip.to_string()),
         "warnings": r.warnings, "requests": r.requests, "seconds": secs(r.duration),
     })

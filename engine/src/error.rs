@@ -89,6 +89,13 @@ pub enum Error {
         actual: String,
     },
 
+    #[error(
+        "database open in a running process: {}; stop the node (or use --stop-cmd/--start-cmd), \
+         or pass --allow-live to snapshot it anyway (the manifest records that)",
+        dbs.join("; ")
+    )]
+    LiveDatabase { dbs: Vec<String> },
+
     #[error("refusing snapshot: {0}")]
     Refused(String),
 }

@@ -16,6 +16,7 @@
 //! flush → manifest. The manifest is the commit point; see
 //! `format-spec/FORMAT.md`.
 
+pub mod cache;
 pub mod chunking;
 #[cfg(feature = "nodegen")]
 pub mod demo;
@@ -24,6 +25,7 @@ pub mod format;
 pub mod id;
 pub mod ipnorm;
 pub mod list;
+pub mod live;
 #[cfg(feature = "nodegen")]
 pub mod nodegen;
 pub mod progress;
@@ -31,6 +33,7 @@ pub mod props;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod stage;
 pub mod store;
 pub mod verify;
 

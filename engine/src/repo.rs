@@ -233,6 +233,31 @@ impl Repository {
         Ok(raw)
     }
 
+    /// The repository's prune epoch: the highest `epochs/` key, 0 when
+    /// there is none. One LIST request.
+    pub fn epoch(&self) -> Result<u64> {
+        Ok(self
+            .store
+            .list(layout::EPOCHS_PREFIX)?
+            .iter()
+            .filter_map(|(k, _)| layout::parse_epoch_key(k))
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Starts a new prune epoch. Anything that deletes chunk objects must
+    /// call this first and finish its deletions in the new epoch, so that
+    /// every client's chunk index stops trusting what it remembers.
+    pub fn bump_epoch(&self) -> Result<u64> {
+        loop {
+            let next = self.epoch()? + 1;
+            if self.store.put_if_absent(&layout::epoch_key(next), b"")? {
+                self.store.flush()?;
+                return Ok(next);
+            }
+        }
+    }
+
     /// Writes the manifest after a durability barrier over every chunk it
     /// names: the commit point of a snapshot.
     pub fn commit(&self, manifest: &Manifest) -> Result<SnapshotKey> {

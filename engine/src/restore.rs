@@ -326,7 +326,7 @@ fn system_time(ns: i64) -> std::time::SystemTime {
 
 /// std cannot set a symlink's own times; utimensat with
 /// AT_SYMLINK_NOFOLLOW can.
-fn set_link_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
+pub(crate) fn set_link_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Refused(format!("{}: NUL in path", path.display())))?;
     let mtime = libc::timespec {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::cache::{ChunkIndex, FileRecord, IndexOrigin, LocalState, Stat};
 use crate::chunking;
 use crate::error::{Error, Result};
 use crate::format::chunk;
@@ -30,6 +31,7 @@ use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Stats};
 use crate::format::path as mpath;
 use crate::id::{ChunkId, Hash};
 use crate::ipnorm;
+use crate::live;
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository};
 use crate::store::Counts;
@@ -47,6 +49,22 @@ pub struct SnapshotOptions {
     pub includes: Vec<String>,
     /// The node's address, when the source's paths hold more than one.
     pub ip: Option<Ipv4Addr>,
+    /// Ignore the stat cache: read and hash every file.
+    pub rehash: bool,
+    /// Snapshot even when a database under the source is open in a running
+    /// process; the manifest records a warning.
+    pub allow_live: bool,
+    /// The source's name in the manifest and the stat cache when `source`
+    /// is a stage (a frozen copy) of it.
+    pub label: Option<PathBuf>,
+    /// Relative paths that are hard links to immutable table files (a
+    /// staged snapshot): their ctime changed when they were linked, so the
+    /// stat cache ignores it for them.
+    pub hard_linked: std::collections::HashSet<String>,
+    /// For files copied into a stage: the original's stat at stop time,
+    /// which is what the stat cache compares and remembers (the copy is a
+    /// new inode every time). Only files that had settled by then.
+    pub origin: HashMap<String, Stat>,
     /// Files chunked in parallel (0: two per CPU, so that one worker's
     /// compression overlaps another's writes and fsyncs, or the store's
     /// suggested number of requests in flight when that is more).
@@ -63,6 +81,10 @@ pub struct SnapshotReport {
     pub bytes_read: u64,
     pub normalised_ip: Option<Ipv4Addr>,
     pub warnings: Vec<String>,
+    /// Files whose chunks came from the stat cache, unread.
+    pub files_from_cache: u64,
+    /// Where the chunk index came from.
+    pub index: IndexOrigin,
     /// Store requests made, for stores that count them.
     pub requests: Option<Counts>,
     pub duration: Duration,
@@ -76,9 +98,24 @@ struct Found {
     meta: Metadata,
 }
 
+/// A snapshot without local state: every file is read, every chunk is
+/// asked about.
 pub fn snapshot(
     repo: &Repository,
     opts: &SnapshotOptions,
+    progress: &dyn Progress,
+) -> Result<SnapshotReport> {
+    snapshot_with_state(repo, opts, None, progress)
+}
+
+/// A snapshot that uses (and updates) the stat cache and chunk index in
+/// `state`. The cache is only ever a shortcut: a file is taken from it
+/// only when its stat is unchanged and every chunk it lists is in a valid
+/// index.
+pub fn snapshot_with_state(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    state: Option<&LocalState>,
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
@@ -88,6 +125,30 @@ pub fn snapshot(
         return Err(Error::SourceNotDir { path: source });
     }
     let mut warnings = Vec::new();
+    let live = live::find(&source)?;
+    if !live.is_empty() {
+        let names: Vec<String> = live.iter().map(|l| l.to_string()).collect();
+        if !opts.allow_live {
+            return Err(Error::LiveDatabase { dbs: names });
+        }
+        warnings.push(format!(
+            "taken with --allow-live while databases were open: {}",
+            names.join("; ")
+        ));
+    }
+    if let Some(s) = state {
+        // The cache holds its own RocksDB LOCK: inside the source it would
+        // be read as a live database, and snapshotted mid-write.
+        let dir = fs::canonicalize(s.dir()).unwrap_or_else(|_| s.dir().to_path_buf());
+        if dir.starts_with(&source) {
+            return Err(Error::Refused(format!(
+                "the cache directory {} is inside the source {}; move it with --cache-dir",
+                dir.display(),
+                source.display()
+            )));
+        }
+        warnings.extend(s.warnings.iter().cloned());
+    }
     let found = walk(&source, &opts.includes, &mut warnings)?;
 
     // Normalise the node's IP out of the paths.
@@ -115,6 +176,20 @@ pub fn snapshot(
     items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     items.dedup_by(|a, b| a.0 == b.0);
 
+    let label_path = opts.label.as_deref().unwrap_or(&source);
+    let source_label = match ip {
+        Some(ip) => ipnorm::normalise(&label_path.to_string_lossy(), ip)
+            .unwrap_or_else(|_| label_path.to_string_lossy().into()),
+        None => label_path.to_string_lossy().into_owned(),
+    };
+    let snapshots = repo.snapshots()?;
+    let index = match state {
+        Some(s) => s.chunk_index(repo, &snapshots)?,
+        None => ChunkIndex::default(),
+    };
+    let (index_origin, index_epoch) = (index.origin, index.epoch);
+    warnings.extend(index.warnings.iter().cloned());
+
     let total: u64 = items
         .iter()
         .filter(|(_, f)| f.meta.is_file())
@@ -122,7 +197,36 @@ pub fn snapshot(
         .sum();
     progress.begin("snapshot", total);
     let chunker = repo.config().chunker;
-    let writer = ChunkWriter::new(repo);
+    let writer = ChunkWriter::new(repo, index);
+    let cached = |f: &Found| -> Option<FileResult> {
+        let state = state.filter(|_| !opts.rehash)?;
+        let rec = state.file(&source_label, &f.rel)?;
+        let linked = opts.hard_linked.contains(&f.rel);
+        let stat = opts
+            .origin
+            .get(&f.rel)
+            .copied()
+            .unwrap_or(Stat::of(&f.meta));
+        if !rec.stat.same(&stat, linked) {
+            return None;
+        }
+        // Every chunk must be known to be in the store; otherwise the file
+        // is read again so that a lost chunk is stored again.
+        if !rec
+            .chunks
+            .iter()
+            .all(|c| writer.index.known.get(&c.id) == Some(&c.stored_len))
+        {
+            return None;
+        }
+        Some(FileResult {
+            size: rec.stat.size,
+            hash: rec.hash,
+            chunks: rec.chunks.clone(),
+            record: Some(rec),
+            from_cache: true,
+        })
+    };
     let files: Vec<(usize, &Found)> = items
         .iter()
         .enumerate()
@@ -142,14 +246,28 @@ pub fn snapshot(
         files
             .par_iter()
             .map(|&(i, f)| {
-                let r = store_file(f, &chunker, &writer)?;
+                let r = match cached(f) {
+                    Some(r) => r,
+                    None => {
+                        let trusted = if opts.hard_linked.contains(&f.rel) {
+                            Trusted::HardLink
+                        } else if let Some(origin) = opts.origin.get(&f.rel) {
+                            Trusted::Origin(*origin)
+                        } else {
+                            Trusted::No
+                        };
+                        store_file(f, &chunker, &writer, trusted)?
+                    }
+                };
                 progress.advance(r.size);
                 Ok((i, r))
             })
             .collect::<Result<_>>()
     })?;
     progress.end();
+    let files_from_cache = results.iter().filter(|(_, r)| r.from_cache).count() as u64;
     let mut by_index: HashMap<usize, FileResult> = results.into_iter().collect();
+    let mut records: Vec<(String, FileRecord)> = Vec::new();
 
     let mut entries = Vec::with_capacity(items.len());
     for (i, (path, f)) in items.iter().enumerate() {
@@ -165,6 +283,11 @@ pub fn snapshot(
             }
         } else {
             let r = by_index.remove(&i).expect("every file was stored");
+            // Read and safe to remember, or taken from the cache (and
+            // kept); a file read but not rememberable loses its old record.
+            if let Some(rec) = r.record {
+                records.push((f.rel.clone(), rec));
+            }
             EntryKind::File {
                 size: r.size,
                 hash: r.hash,
@@ -179,12 +302,7 @@ pub fn snapshot(
         });
     }
 
-    let source_label = match ip {
-        Some(ip) => ipnorm::normalise(&source.to_string_lossy(), ip)
-            .unwrap_or_else(|_| source.to_string_lossy().into()),
-        None => source.to_string_lossy().into_owned(),
-    };
-    let parent = previous_of(repo, &source_label)?;
+    let parent = previous_of(repo, &snapshots, &source_label)?;
     let (files_n, logical) = entries
         .iter()
         .fold((0u64, 0u64), |(n, b), e| match &e.kind {
@@ -218,6 +336,16 @@ pub fn snapshot(
         entries,
     };
     let key = repo.commit(&manifest)?;
+    if let Some(s) = state {
+        let chunks = manifest
+            .files()
+            .flat_map(|(_, _, _, chunks)| chunks.iter().map(|c| (c.id, c.stored_len)));
+        // The snapshot is committed; a cache that cannot be updated only
+        // makes the next one slower.
+        if let Err(e) = s.record(index_epoch, &manifest.source, &records, chunks, &key) {
+            warnings.push(format!("local state not updated: {e}"));
+        }
+    }
     Ok(SnapshotReport {
         key,
         entries: manifest.entries.len() as u64,
@@ -226,6 +354,8 @@ pub fn snapshot(
         stats,
         normalised_ip: ip,
         warnings,
+        files_from_cache,
+        index: index_origin,
         requests: repo
             .store()
             .request_counts()
@@ -235,8 +365,12 @@ pub fn snapshot(
 }
 
 /// The newest snapshot of the same source: this snapshot's parent.
-fn previous_of(repo: &Repository, source_label: &str) -> Result<Option<Hash>> {
-    for key in repo.snapshots()?.iter().rev() {
+fn previous_of(
+    repo: &Repository,
+    snapshots: &[SnapshotKey],
+    source_label: &str,
+) -> Result<Option<Hash>> {
+    for key in snapshots.iter().rev() {
         // A damaged older manifest must not block new snapshots; verify
         // reports it.
         if let Ok(m) = repo.load_manifest(key) {
@@ -254,6 +388,18 @@ fn mtime_ns(meta: &Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
+/// An `--include` as a relative path that exists under the source.
+pub(crate) fn checked_include<'a>(source: &Path, inc: &'a str) -> Result<&'a str> {
+    let inc = inc.trim_end_matches('/').trim_start_matches("./");
+    mpath::check(inc).map_err(Error::format(format!("--include {inc}")))?;
+    if fs::symlink_metadata(source.join(inc)).is_err() {
+        return Err(Error::IncludeMissing {
+            path: inc.to_string(),
+        });
+    }
+    Ok(inc)
+}
+
 /// Walks the source (or the included parts of it), never following links.
 fn walk(source: &Path, includes: &[String], warnings: &mut Vec<String>) -> Result<Vec<Found>> {
     let mut roots: Vec<String> = Vec::new();
@@ -262,13 +408,7 @@ fn walk(source: &Path, includes: &[String], warnings: &mut Vec<String>) -> Resul
         roots.push(String::new());
     } else {
         for inc in includes {
-            let inc = inc.trim_end_matches('/').trim_start_matches("./");
-            mpath::check(inc).map_err(Error::format(format!("--include {inc}")))?;
-            if fs::symlink_metadata(source.join(inc)).is_err() {
-                return Err(Error::IncludeMissing {
-                    path: inc.to_string(),
-                });
-            }
+            let inc = checked_include(source, inc)?;
             // The include's ancestors become directory entries.
             let mut ancestor = mpath::parent(inc);
             while let Some(dir) = ancestor {
@@ -344,12 +484,17 @@ struct FileResult {
     size: u64,
     hash: Hash,
     chunks: Vec<ChunkRef>,
+    /// For the stat cache: what to remember of the file, if anything.
+    record: Option<FileRecord>,
+    /// Taken from the stat cache, unread.
+    from_cache: bool,
 }
 
 /// Stores chunks once: remembers what this snapshot has seen and asks the
 /// store only about the rest.
 struct ChunkWriter<'r> {
     repo: &'r Repository,
+    index: ChunkIndex,
     seen: Mutex<HashMap<ChunkId, u32>>,
     new_chunks: AtomicU64,
     new_bytes: AtomicU64,
@@ -358,9 +503,10 @@ struct ChunkWriter<'r> {
 }
 
 impl<'r> ChunkWriter<'r> {
-    fn new(repo: &'r Repository) -> Self {
+    fn new(repo: &'r Repository, index: ChunkIndex) -> Self {
         ChunkWriter {
             repo,
+            index,
             seen: Mutex::new(HashMap::new()),
             new_chunks: AtomicU64::new(0),
             new_bytes: AtomicU64::new(0),
@@ -379,9 +525,19 @@ impl<'r> ChunkWriter<'r> {
         if let Some(&len) = self.seen.lock().expect("seen lock").get(&id) {
             return Ok(len);
         }
+        if let Some(&len) = self.index.known.get(&id) {
+            return Ok(len);
+        }
         let key = layout::chunk_key(&id);
         let store = self.repo.store();
-        let stored_len = match store.size(&key)? {
+        // With a complete index a chunk missing from it is new: put it
+        // without asking (the put still never overwrites).
+        let present = if self.index.complete {
+            None
+        } else {
+            store.size(&key)?
+        };
+        let stored_len = match present {
             Some(n) => n,
             None => {
                 let object = chunk::encode(data, compressor);
@@ -407,7 +563,26 @@ impl<'r> ChunkWriter<'r> {
     }
 }
 
-fn store_file(f: &Found, params: &ChunkerParams, writer: &ChunkWriter<'_>) -> Result<FileResult> {
+/// Files changed this recently before they are read are not remembered:
+/// a write in the same coarse clock tick would leave the stat unchanged.
+pub(crate) const RACY: Duration = Duration::from_millis(100);
+
+/// What a stage vouches for about a file's stat.
+enum Trusted {
+    No,
+    /// A hard link to an immutable table file.
+    HardLink,
+    /// A copy; the original's settled stat at stop time.
+    Origin(Stat),
+}
+
+fn store_file(
+    f: &Found,
+    params: &ChunkerParams,
+    writer: &ChunkWriter<'_>,
+    trusted: Trusted,
+) -> Result<FileResult> {
+    let opened_at = now_unix_ns() as i64;
     let file = File::open(&f.abs).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::SourceChanged {
             path: f.abs.clone(),
@@ -485,10 +660,27 @@ fn store_file(f: &Found, params: &ChunkerParams, writer: &ChunkWriter<'_>) -> Re
             detail: format!("read {read} bytes of {size}"),
         });
     }
+    let hash: Hash = hasher.finalize().into();
+    let stat = Stat::of(&before);
+    let stat = match trusted {
+        Trusted::HardLink => Some(stat),
+        // A staged copy is a new inode each time: its original's stat is
+        // what the next snapshot will compare (the stage only offers
+        // originals that had settled before the stop).
+        Trusted::Origin(origin) => Some(origin),
+        Trusted::No => (stat.ctime_ns < opened_at - RACY.as_nanos() as i64).then_some(stat),
+    };
+    let record = stat.map(|stat| FileRecord {
+        stat,
+        hash,
+        chunks: chunks.clone(),
+    });
     Ok(FileResult {
         size,
-        hash: hasher.finalize().into(),
+        hash,
         chunks,
+        record,
+        from_cache: false,
     })
 }
 

@@ -16,6 +16,20 @@ use crate::id::{ChunkId, Hash};
 pub const CONFIG_KEY: &str = "config";
 pub const CHUNKS_PREFIX: &str = "chunks/";
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+/// Prune epochs: `epochs/{n:020}`. Whoever deletes chunks first writes the
+/// next epoch, so that clients' chunk indexes know to re-check (§10).
+pub const EPOCHS_PREFIX: &str = "epochs/";
+
+pub fn epoch_key(n: u64) -> String {
+    format!("{EPOCHS_PREFIX}{n:020}")
+}
+
+pub fn parse_epoch_key(key: &str) -> Option<u64> {
+    let digits = key.strip_prefix(EPOCHS_PREFIX)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
 
 pub fn chunk_key(id: &ChunkId) -> String {
     let hex = id.to_hex();

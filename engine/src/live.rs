@@ -1,0 +1,154 @@
+//! Is a database under the source open in a running process?
+//!
+//! LevelDB and RocksDB (C++) hold their `LOCK` file with an `fcntl` record
+//! lock; goleveldb (ICON 2's goloop) with `flock`. On Linux neither kind of
+//! lock sees the other, and the file exists whether or not anyone holds it,
+//! so each `LOCK` is probed both ways:
+//! - `fcntl(F_OFD_GETLK)` asks whether a write lock would conflict. Open
+//!   file description locks conflict with classic `fcntl` locks even when
+//!   this very process holds them, so a database opened by the caller is
+//!   seen too.
+//! - `flock(LOCK_SH | LOCK_NB)` fails with `EWOULDBLOCK` when another open
+//!   file holds an exclusive `flock`; a lock taken here is released at once.
+//!
+//! Nothing is written and no lock is kept.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// How a database's `LOCK` is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A classic or OFD `fcntl` lock (C++ LevelDB, RocksDB), by this pid
+    /// when the kernel says (-1 for OFD locks).
+    Fcntl { pid: i32 },
+    /// An exclusive `flock` (goleveldb).
+    Flock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDb {
+    /// The database directory (the `LOCK` file's parent).
+    pub dir: PathBuf,
+    pub holder: Holder,
+}
+
+impl std::fmt::Display for LiveDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.holder {
+            Holder::Fcntl { pid } if pid > 0 => write!(
+                f,
+                "{} (LOCK held with fcntl by process {pid})",
+                self.dir.display()
+            ),
+            Holder::Fcntl { .. } => write!(f, "{} (LOCK held with fcntl)", self.dir.display()),
+            Holder::Flock => write!(f, "{} (LOCK held with flock)", self.dir.display()),
+        }
+    }
+}
+
+/// Probes one `LOCK` file. `None`: nobody holds it.
+pub fn probe(lock: &Path) -> Result<Option<Holder>> {
+    let file = match File::open(lock) {
+        Ok(f) => f,
+        // Gone since the walk: nobody can hold it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Io {
+                op: "open to probe",
+                path: lock.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: `flock` is a plain C struct for which all-zero is valid.
+    let mut query: libc::flock = unsafe { std::mem::zeroed() };
+    query.l_type = libc::F_WRLCK as libc::c_short;
+    query.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fd is open for the duration of the call and `query` is a
+    // valid, exclusively borrowed flock struct.
+    let r = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut query) };
+    if r != 0 {
+        return Err(Error::Io {
+            op: "probe the fcntl lock of",
+            path: lock.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if query.l_type != libc::F_UNLCK as libc::c_short {
+        return Ok(Some(Holder::Fcntl { pid: query.l_pid }));
+    }
+    // SAFETY: fd is open; flock takes no pointers.
+    let r = unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(Some(Holder::Flock));
+        }
+        return Err(Error::Io {
+            op: "probe the flock of",
+            path: lock.to_path_buf(),
+            source: e,
+        });
+    }
+    // SAFETY: as above; releases the shared lock just taken.
+    unsafe { libc::flock(fd, libc::LOCK_UN) };
+    Ok(None)
+}
+
+/// Every database under `root` whose `LOCK` is held.
+pub fn find(root: &Path) -> Result<Vec<LiveDb>> {
+    let mut live = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(|e| Error::Io {
+            op: "walk",
+            path: e.path().unwrap_or(root).to_path_buf(),
+            source: e.into(),
+        })?;
+        if entry.file_type().is_file() && entry.file_name() == "LOCK" {
+            if let Some(holder) = probe(entry.path())? {
+                let dir = entry.path().parent().unwrap_or(root).to_path_buf();
+                live.push(LiveDb { dir, holder });
+            }
+        }
+    }
+    Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flock_and_fcntl_holders_are_both_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("LOCK");
+        std::fs::write(&lock, b"").unwrap();
+        assert_eq!(probe(&lock).unwrap(), None, "an unheld LOCK is not live");
+
+        let held = File::open(&lock).unwrap();
+        // SAFETY: valid fd.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_eq!(probe(&lock).unwrap(), Some(Holder::Flock));
+        drop(held);
+        assert_eq!(probe(&lock).unwrap(), None);
+
+        let held = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+        // SAFETY: zeroed flock is valid; fd open.
+        let mut l: libc::flock = unsafe { std::mem::zeroed() };
+        l.l_type = libc::F_WRLCK as libc::c_short;
+        l.l_whence = libc::SEEK_SET as libc::c_short;
+        assert_eq!(
+            unsafe { libc::fcntl(held.as_raw_fd(), libc::F_SETLK, &l) },
+            0
+        );
+        assert!(matches!(probe(&lock).unwrap(), Some(Holder::Fcntl { .. })));
+        drop(held);
+        assert_eq!(probe(&lock).unwrap(), None);
+        assert!(find(dir.path()).unwrap().is_empty());
+    }
+}
