@@ -62,7 +62,7 @@ run restic_init restic init -q -r "$work/out/restic"
 run restic_full restic backup -q -r "$work/out/restic" "$node"
 B[restic_full]=$(dsize "$work/out/restic")
 "$bin" init --repo "$work/out/bs" >/dev/null
-run bs_full "$bin" snapshot --repo "$work/out/bs" --source "$node" --height 1 --json
+run bs_full "$bin" snapshot --repo "$work/out/bs" --cache-dir "$work/out/bs-cache" --source "$node" --height 1 --json
 B[bs_full]=$(dsize "$work/out/bs")
 
 # Incremental after BLOCKS blocks.
@@ -72,7 +72,7 @@ run tar_incr tar -C "$node/.." -zcf "$work/out/incr.tar.gz" loopchain
 B[tar_incr]=$(stat -c %s "$work/out/incr.tar.gz")
 run restic_incr restic backup -q -r "$work/out/restic" "$node"
 B[restic_incr]=$(( $(dsize "$work/out/restic") - B[restic_full] ))
-run bs_incr "$bin" snapshot --repo "$work/out/bs" --source "$node" --height 2 --json
+run bs_incr "$bin" snapshot --repo "$work/out/bs" --cache-dir "$work/out/bs-cache" --source "$node" --height 2 --json
 B[bs_incr]=$(( $(dsize "$work/out/bs") - B[bs_full] ))
 
 # Restore the latest snapshot, then verify it.

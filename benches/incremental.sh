@@ -52,7 +52,7 @@ run() {
 }
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split('.'): d=d[k]
-print(d)" "$1" "$2"; }
+print(' '.join(f'{k} ({v})' for k, v in d.items()) if isinstance(d, dict) else d)" "$1" "$2"; }
 snap() { "$bin" snapshot --repo "$repo" --cache-dir "$cache" --source "$node" "$@"; }
 
 data=$(du -sb "$node" | cut -f1)
@@ -66,10 +66,11 @@ run rehash snap --height 3 --rehash
 
 # A running node: every LOCK held with flock until the process is killed.
 cat >"$out/node.py" <<'EOF'
-import fcntl, glob, os, sys, time
+import fcntl, os, sys, time
 held = []
-for p in glob.glob(os.path.join(sys.argv[1], "**", "LOCK"), recursive=True):
-    f = open(p, "a"); fcntl.flock(f, fcntl.LOCK_EX); held.append(f)
+for d, _, names in os.walk(sys.argv[1]):
+    if "LOCK" in names:
+        f = open(os.path.join(d, "LOCK"), "a"); fcntl.flock(f, fcntl.LOCK_EX); held.append(f)
 open(sys.argv[2], "w").write(str(os.getpid()))
 time.sleep(1e6)
 EOF
@@ -77,6 +78,7 @@ start="python3 '$out/node.py' '$node' '$out/node.pid' & for i in \$(seq 100); do
 stop="kill \$(cat '$out/node.pid') && rm '$out/node.pid'"
 "$bin" generate --dir "$node" --blocks "$blocks" >/dev/null
 sh -c "$start"
+trap '[ -s "$out/node.pid" ] && kill "$(cat "$out/node.pid")" 2>/dev/null' EXIT
 if snap --height 4 --json >/dev/null 2>"$out/live.err"; then
   echo "a snapshot of the running node was not refused" >&2; exit 1
 fi

@@ -8,6 +8,11 @@
 # as the ceiling for restore.
 #
 #   benches/s3.sh [SIZE_MIB] [BLOCKS]       (defaults: 2300 MiB, 1000 blocks)
+#   LINK=1gbit benches/s3.sh                 (as root: loopback shaped to a link of
+#                                             that rate with tc tbf, removed at exit)
+#
+# On loopback the server and blocksnap share the machine's cores, so without
+# LINK the ratio to the plain GET measures CPU contention, not the network.
 #
 # Needs release builds: cargo build --release -p blocksnap-cli and
 # cargo build --release -p blocksnap-s3 --example parallel_get; s3s-fs in
@@ -39,7 +44,11 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-
 "$s3s" --host 127.0.0.1 --port "$port" --access-key "$AWS_ACCESS_KEY_ID" \
   --secret-key "$AWS_SECRET_ACCESS_KEY" "$work/s3out/s3" >/dev/null 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null' EXIT
+trap 'kill $server 2>/dev/null; [ -z "${LINK:-}" ] || tc qdisc del dev lo root 2>/dev/null' EXIT
+if [ -n "${LINK:-}" ]; then
+  tc qdisc add dev lo root tbf rate "$LINK" burst 1mb latency 50ms
+  echo "loopback shaped to $LINK" >&2
+fi
 endpoint="http://127.0.0.1:$port"
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 export BLOCKSNAP_S3_ENDPOINT="$endpoint"

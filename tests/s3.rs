@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use blocksnap::cache::{IndexOrigin, LocalState, RebuildReason};
 use blocksnap::chunking::DEFAULT_PARAMS;
 use blocksnap::format::layout::{self, SnapshotKey};
 use blocksnap::progress::Silent;
@@ -93,20 +94,18 @@ fn round_trip_through_s3_is_byte_identical_and_counts_requests() {
 
     let first = snap(&repo, &f.source, 100);
     let req = first.requests.expect("the S3 store counts requests");
-    // One conditional PUT per new chunk plus the manifest (and, rarely, a
-    // second PUT of a chunk two workers met at once, which the condition
-    // refuses); nothing retried on a healthy server.
-    let jobs = blocksnap_s3::DEFAULT_PARALLELISM as u64;
-    assert!(req.put > first.stats.new_chunks, "{req:?}");
-    assert!(req.put <= first.stats.new_chunks + 1 + jobs, "{req:?}");
+    // One conditional PUT per new chunk plus the manifest (a chunk two
+    // workers meet at once is stored by one of them); without local state
+    // a HEAD per distinct chunk first; nothing retried on a healthy server.
+    assert_eq!(req.put, first.stats.new_chunks + 1, "{req:?}");
+    assert_eq!(req.head, first.stats.new_chunks, "{req:?}");
     assert_eq!(req.retries, 0);
     assert!(first.stats.new_chunks > 10);
 
     common::advance(&f.source, 200);
     let second = snap(&repo, &f.source, 300);
     let req = second.requests.unwrap();
-    assert!(req.put > second.stats.new_chunks, "{req:?}");
-    assert!(req.put <= second.stats.new_chunks + 1 + jobs, "{req:?}");
+    assert_eq!(req.put, second.stats.new_chunks + 1, "{req:?}");
     assert!(second.stats.new_chunks < first.stats.new_chunks);
 
     // The objects really are in the bucket, under the prefix.
@@ -363,4 +362,45 @@ fn anonymous_client_restores_a_public_bucket_with_unsigned_requests() {
     let (requests, _) = proxy.counts();
     assert!(requests > 3);
     assert_eq!(proxy.signed(), 0, "an anonymous client signed requests");
+}
+
+/// With the local state, an incremental snapshot on S3 asks nothing about
+/// chunks it already knows: one PUT per new chunk and the manifest, no HEAD,
+/// and a constant handful of LISTs and GETs (config, epochs, snapshots, the
+/// parent manifest).
+#[test]
+fn an_incremental_snapshot_with_local_state_costs_its_new_chunks_plus_a_constant() {
+    let Some(f) = fixture(12) else { return };
+    let store = store(&f.server.endpoint, "hourly/");
+    let repo = Repository::init(store.clone(), DEFAULT_PARAMS, 1).unwrap();
+    let state = LocalState::open(&f.dir.path().join("cache"), &repo).unwrap();
+    let with_state = |height| {
+        let opts = SnapshotOptions {
+            source: f.source.clone(),
+            height,
+            ..Default::default()
+        };
+        snapshot::snapshot_with_state(&repo, &opts, Some(&state), &Silent).unwrap()
+    };
+    let full = with_state(1);
+    assert_eq!(full.index, IndexOrigin::Rebuilt(RebuildReason::Empty));
+    let req = full.requests.unwrap();
+    assert_eq!(req.head, 0, "an empty, listed store needs no HEAD: {req:?}");
+
+    common::advance(&f.source, 200);
+    let incr = with_state(2);
+    assert_eq!(incr.index, IndexOrigin::Cached);
+    assert!(incr.files_from_cache > 0);
+    let req = incr.requests.unwrap();
+    let new = incr.stats.new_chunks;
+    assert!(new > 0);
+    assert_eq!(req.head, 0, "{req:?}");
+    assert_eq!(req.put, new + 1, "{req:?}");
+    assert_eq!(req.retries, 0);
+    assert!(req.list <= 3 && req.get <= 3, "{req:?}");
+    assert!(req.total() <= new + 1 + 6, "{req:?}");
+
+    let target = f.dir.path().join("restored/loopchain");
+    restore_to(&repo, &incr.key, &target).unwrap();
+    assert_same_tree(&f.source, &target);
 }

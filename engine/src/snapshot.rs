@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -495,7 +495,11 @@ struct FileResult {
 struct ChunkWriter<'r> {
     repo: &'r Repository,
     index: ChunkIndex,
-    seen: Mutex<HashMap<ChunkId, u32>>,
+    /// Chunks this snapshot has stored or is storing. A worker that meets a
+    /// chunk another worker is storing waits for it rather than racing it
+    /// to the store (which would cost a refused PUT and a HEAD).
+    seen: Mutex<HashMap<ChunkId, Slot>>,
+    stored: Condvar,
     new_chunks: AtomicU64,
     new_bytes: AtomicU64,
     stored_refs: AtomicU64,
@@ -508,6 +512,7 @@ impl<'r> ChunkWriter<'r> {
             repo,
             index,
             seen: Mutex::new(HashMap::new()),
+            stored: Condvar::new(),
             new_chunks: AtomicU64::new(0),
             new_bytes: AtomicU64::new(0),
             stored_refs: AtomicU64::new(0),
@@ -522,12 +527,41 @@ impl<'r> ChunkWriter<'r> {
         id: ChunkId,
         compressor: &mut zstd::bulk::Compressor<'_>,
     ) -> Result<u32> {
-        if let Some(&len) = self.seen.lock().expect("seen lock").get(&id) {
-            return Ok(len);
-        }
         if let Some(&len) = self.index.known.get(&id) {
             return Ok(len);
         }
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            loop {
+                match seen.get(&id) {
+                    Some(Slot::Stored(len)) => return Ok(*len),
+                    Some(Slot::Busy) => seen = self.stored.wait(seen).expect("seen lock"),
+                    None => {
+                        seen.insert(id, Slot::Busy);
+                        break;
+                    }
+                }
+            }
+        }
+        let stored = self.store_new(data, id, compressor);
+        let mut seen = self.seen.lock().expect("seen lock");
+        match &stored {
+            Ok(len) => seen.insert(id, Slot::Stored(*len)),
+            // A waiting worker tries itself (and most likely fails the same way).
+            Err(_) => seen.remove(&id),
+        };
+        self.stored.notify_all();
+        stored
+    }
+
+    /// Stores a chunk this snapshot has not met before, unless the store
+    /// has it; returns its stored length.
+    fn store_new(
+        &self,
+        data: &[u8],
+        id: ChunkId,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<u32> {
         let key = layout::chunk_key(&id);
         let store = self.repo.store();
         // With a complete index a chunk missing from it is new: put it
@@ -558,9 +592,13 @@ impl<'r> ChunkWriter<'r> {
                 "stored object of {stored_len} bytes"
             )),
         })?;
-        self.seen.lock().expect("seen lock").insert(id, stored_len);
         Ok(stored_len)
     }
+}
+
+enum Slot {
+    Busy,
+    Stored(u32),
 }
 
 /// Files changed this recently before they are read are not remembered:
