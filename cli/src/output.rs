@@ -175,10 +175,8 @@ impl Out {
             s.files_copied,
             HumanBytes(s.bytes_copied)
         );
+        // A failed start command is the caller's error to report, once.
         self.snapshot(r);
-        if let Some(e) = &s.start_error {
-            eprintln!("blocksnap: ERROR: {e}: THE NODE IS NOT RUNNING");
-        }
     }
 
     pub fn list(&self, items: &[Listed]) {

@@ -310,7 +310,7 @@ impl LocalState {
         newest: &SnapshotKey,
     ) -> Result<()> {
         let mut batch = Batch::default();
-        let mut prefix = file_key(source, "");
+        let prefix = file_key(source, "");
         let keep: std::collections::HashSet<Vec<u8>> =
             files.iter().map(|(rel, _)| file_key(source, rel)).collect();
         for item in self.iter_prefix(&prefix) {
@@ -319,22 +319,13 @@ impl LocalState {
                 batch.delete(k.to_vec());
             }
         }
-        prefix.clear();
         for (rel, rec) in files {
             batch.put(file_key(source, rel), encode(rec));
         }
         for (id, len) in chunks {
             batch.put(chunk_key(&id).to_vec(), encode(&len));
         }
-        batch.put(
-            META_KEY.to_vec(),
-            encode(&Meta {
-                version: META_VERSION,
-                repo_id: self.repo_id,
-                epoch,
-                newest: Some(newest.key()),
-            }),
-        );
+        batch.put(META_KEY.to_vec(), self.meta(epoch, Some(newest.key())));
         self.write(batch)
     }
 
@@ -351,16 +342,18 @@ impl LocalState {
         for (id, len) in known {
             batch.put(chunk_key(id).to_vec(), encode(len));
         }
-        batch.put(
-            META_KEY.to_vec(),
-            encode(&Meta {
-                version: META_VERSION,
-                repo_id: self.repo_id,
-                epoch,
-                newest,
-            }),
-        );
+        batch.put(META_KEY.to_vec(), self.meta(epoch, newest));
         self.write(batch)
+    }
+
+    /// The record of which repository state the index reflects.
+    fn meta(&self, epoch: u64, newest: Option<String>) -> Vec<u8> {
+        encode(&Meta {
+            version: META_VERSION,
+            repo_id: self.repo_id,
+            epoch,
+            newest,
+        })
     }
 }
 

@@ -206,7 +206,7 @@ pub fn snapshot_with_state(
             .origin
             .get(&f.rel)
             .copied()
-            .unwrap_or(Stat::of(&f.meta));
+            .unwrap_or_else(|| Stat::of(&f.meta));
         if !rec.stat.same(&stat, linked) {
             return None;
         }
