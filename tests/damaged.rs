@@ -74,7 +74,11 @@ impl Fixture {
         let err = restore::plan(&self.repo, &self.key, &opts)
             .and_then(|plan| restore::restore(&self.repo, &plan, &opts, &Silent))
             .unwrap_err();
-        assert!(!target.exists(), "failed restore left {}", target.display());
+        assert!(
+            common::published(&target).is_empty(),
+            "failed restore published entries in {}",
+            target.display()
+        );
         err.to_string()
     }
 }

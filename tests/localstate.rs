@@ -407,9 +407,8 @@ fn staged_snapshot_freezes_the_source_at_stop_time() {
         ..Default::default()
     };
     let stage_opts = StageOptions {
-        stop_cmd: format!("kill {pid}"),
-        start_cmd: start,
         lock_timeout: Duration::from_secs(20),
+        ..StageOptions::new(format!("kill {pid}"), start)
     };
     let (report, staged) =
         stage::snapshot_staged(&f.repo, &opts, &stage_opts, Some(&state), &Silent).unwrap();
@@ -455,9 +454,11 @@ fn staged_snapshot_freezes_the_source_at_stop_time() {
     // the command's stdout and stderr: blocksnap must not wait for it.
     let daemon_pid = f.dir.path().join("daemon.pid");
     let stage_opts = StageOptions {
-        stop_cmd: "true".into(),
-        start_cmd: format!("sleep 120 & echo $! > '{}'", daemon_pid.display()),
         lock_timeout: Duration::from_secs(5),
+        ..StageOptions::new(
+            "true",
+            format!("sleep 120 & echo $! > '{}'", daemon_pid.display()),
+        )
     };
     let (again, _) =
         stage::snapshot_staged(&f.repo, &opts, &stage_opts, Some(&state), &Silent).unwrap();
@@ -484,9 +485,8 @@ fn stop_and_start_command_failures_are_reported() {
     let start = format!("touch '{}'", marker.display());
 
     let failing_stop = StageOptions {
-        stop_cmd: "echo cannot stop >&2; exit 3".into(),
-        start_cmd: start.clone(),
         lock_timeout: Duration::from_secs(5),
+        ..StageOptions::new("echo cannot stop >&2; exit 3", start.clone())
     };
     let err = stage::snapshot_staged(&f.repo, &opts, &failing_stop, None, &Silent);
     let err = err.unwrap_err().to_string();
@@ -494,13 +494,15 @@ fn stop_and_start_command_failures_are_reported() {
         err.contains("stop command") && err.contains("cannot stop"),
         "{err}"
     );
-    assert!(!marker.exists(), "started a node whose stop failed");
+    // A stop command that fails may have stopped part of the node: the
+    // start command runs anyway.
+    assert!(marker.exists(), "a failed stop left the node to itself");
+    assert!(err.contains("start command was run anyway"), "{err}");
     assert!(f.repo.snapshots().unwrap().is_empty());
 
     let failing_start = StageOptions {
-        stop_cmd: "true".into(),
-        start_cmd: "echo no such service >&2; exit 1".into(),
         lock_timeout: Duration::from_secs(5),
+        ..StageOptions::new("true", "echo no such service >&2; exit 1")
     };
     let (report, staged) =
         stage::snapshot_staged(&f.repo, &opts, &failing_start, None, &Silent).unwrap();
@@ -530,9 +532,8 @@ fn a_lock_never_released_restarts_the_node_and_overlapping_includes_are_harmless
         ..Default::default()
     };
     let stuck = StageOptions {
-        stop_cmd: "true".into(),
-        start_cmd: start.clone(),
         lock_timeout: Duration::from_millis(300),
+        ..StageOptions::new("true", start.clone())
     };
     let err = stage::snapshot_staged(&f.repo, &opts, &stuck, None, &Silent).unwrap_err();
     let err = err.to_string();
@@ -575,9 +576,8 @@ fn a_lock_never_released_restarts_the_node_and_overlapping_includes_are_harmless
         ..Default::default()
     };
     let ok = StageOptions {
-        stop_cmd: "true".into(),
-        start_cmd: "true".into(),
         lock_timeout: Duration::from_secs(5),
+        ..StageOptions::new("true", "true")
     };
     let (report, staged) = stage::snapshot_staged(&f.repo, &opts, &ok, None, &Silent).unwrap();
     assert_eq!(

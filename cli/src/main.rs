@@ -14,7 +14,8 @@ use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
 use blocksnap::store::{CountingStore, LocalStore, Location, Store};
 use blocksnap::{
-    cache, chunking, demo, ipnorm, list, nodegen, restore, snapshot, stage, verify, Selector,
+    cache, chunking, command, demo, ipnorm, list, nodegen, restore, snapshot, stage, verify,
+    Selector,
 };
 use clap::{Parser, Subcommand};
 
@@ -92,9 +93,19 @@ enum Command {
         /// The data directory, e.g. /app/prep/data/loopchain.
         #[arg(long)]
         source: PathBuf,
-        /// Block height the data is at.
-        #[arg(long)]
-        height: u64,
+        /// Block height the data is at. In a staged snapshot this is read
+        /// before the node stops, so prefer --height-cmd there.
+        #[arg(
+            long,
+            required_unless_present = "height_cmd",
+            conflicts_with = "height_cmd"
+        )]
+        height: Option<u64>,
+        /// Command that prints the block height the data is at, run while
+        /// the node is stopped (after --stop-cmd and the lock wait; with no
+        /// --stop-cmd, before reading). Gets BLOCKSNAP_SOURCE.
+        #[arg(long, value_name = "CMD")]
+        height_cmd: Option<String>,
         /// Free-form labels shown by `list`.
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -133,6 +144,15 @@ enum Command {
         /// Seconds to wait for the databases to close after --stop-cmd.
         #[arg(long, default_value_t = 120)]
         stop_timeout: u64,
+        /// Seconds --stop-cmd, --start-cmd and --height-cmd may each run
+        /// before they are killed.
+        #[arg(long, default_value_t = 300)]
+        cmd_timeout: u64,
+        /// Pass this environment variable to the commands too (repeatable);
+        /// by default they get only PATH, HOME, the locale and a few
+        /// daemon sockets, not blocksnap's own environment.
+        #[arg(long = "cmd-env", value_name = "VAR")]
+        cmd_env: Vec<String>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -161,6 +181,21 @@ enum Command {
         /// Parallel chunk fetches (default: one per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        /// Restore setuid, setgid and world-writable modes as recorded
+        /// (by default those bits are dropped).
+        #[arg(long)]
+        keep_special_modes: bool,
+        /// Refuse a snapshot that would write more than this (e.g. 200GiB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Restore even when a database under the target is open in a
+        /// running process.
+        #[arg(long)]
+        allow_live: bool,
+        /// Keep the entries a --force restore replaces, in a directory in
+        /// the target that the output names, instead of deleting them.
+        #[arg(long, requires = "force")]
+        keep_old: bool,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -215,13 +250,49 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = blocksnap::interrupt::install() {
+        eprintln!("blocksnap: warning: signals will not stop work cleanly: {e}");
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("blocksnap: error: {e:#}");
-            ExitCode::from(1)
+            // A run cut short by a signal exits as the shell expects.
+            match blocksnap::interrupt::received() {
+                Some(sig) => ExitCode::from((128 + sig) as u8),
+                None => ExitCode::from(1),
+            }
         }
     }
+}
+
+/// A size in bytes: a number with an optional unit (K, M, G, T as powers
+/// of 1024, also written KiB/MiB/GiB/TiB; KB, MB, GB, TB as powers of 1000).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500GiB, 20MiB, 1000000)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Opens the store `--repo` names. `jobs` (0: the store's default) bounds
@@ -352,10 +423,25 @@ fn run(command: Command) -> Result<ExitCode> {
             stop_cmd,
             start_cmd,
             stop_timeout,
+            height_cmd,
+            cmd_timeout,
+            cmd_env,
             json,
         } => {
             let r = open_repo(&repo, Access::Write, jobs)?;
             let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
+            let runner = command::Runner {
+                timeout: std::time::Duration::from_secs(cmd_timeout),
+                pass_env: cmd_env,
+                set_env: vec![("BLOCKSNAP_SOURCE".into(), source.display().to_string())],
+            };
+            let staged = stop_cmd.is_some();
+            let height = match (&height_cmd, height) {
+                (Some(cmd), _) if !staged => command::height(&runner, cmd)?,
+                (_, Some(h)) => h,
+                // Staged: the height command runs while the node is stopped.
+                _ => 0,
+            };
             let opts = snapshot::SnapshotOptions {
                 source,
                 height,
@@ -380,6 +466,8 @@ fn run(command: Command) -> Result<ExitCode> {
                         stop_cmd,
                         start_cmd,
                         lock_timeout: std::time::Duration::from_secs(stop_timeout),
+                        height_cmd,
+                        runner,
                     };
                     let (report, staged) =
                         stage::snapshot_staged(&r, &opts, &stage_opts, state.as_ref(), &bar)?;
@@ -405,6 +493,10 @@ fn run(command: Command) -> Result<ExitCode> {
             ip,
             force,
             jobs,
+            keep_special_modes,
+            max_size,
+            allow_live,
+            keep_old,
             json,
         } => {
             let r = open_repo(&repo, Access::Read, jobs)?;
@@ -418,6 +510,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 ip,
                 force,
                 jobs,
+                keep_special_modes,
+                max_bytes: max_size,
+                allow_live,
+                keep_old,
             };
             let plan = restore::plan(&r, &key, &opts)?;
             let bar = Bar::new(json.json);
@@ -439,7 +535,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 verify::Level::Quick
             };
             let bar = Bar::new(json.json);
-            let report = verify::verify(&r, &keys, level, &bar)?;
+            let report = verify::verify(&r, &keys, verify::VerifyOptions { level, jobs }, &bar)?;
             Out::new(json.json).verify(&report);
             if !report.ok() {
                 return Ok(ExitCode::from(3));

@@ -226,6 +226,18 @@ impl Out {
                 r.files_resumed,
                 r.duration.as_secs_f64()
             );
+            if let Some(j) = &r.completed_interrupted {
+                println!("  first completed an interrupted restore found in the target ({j})");
+            }
+            if r.modes_stripped > 0 {
+                println!(
+                    "  {} entries restored without their setuid, setgid or world-write bits (--keep-special-modes keeps them)",
+                    r.modes_stripped
+                );
+            }
+            if let Some(old) = &r.old_entries {
+                println!("  the entries it replaced are kept in {}", old.display());
+            }
             print_requests(r.requests);
         }
     }
@@ -365,10 +377,9 @@ fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
 }
 
 fn restore_json(r: &RestoreReport) -> serde_json::Value {
-    json!({
-        "height": r.key.height, "id": r.key.id.to_hex(), "target": r.target,
-        "files": r.files, "bytes": r.bytes, "chunks_fetched": r.chunks_fetched,
-        "files_resumed": r.files_resumed, "requests": r.requests,
-        "seconds": secs(r.duration),
-    })
+    let mut v = json!(r);
+    v["height"] = json!(r.key.height);
+    v["id"] = json!(r.key.id.to_hex());
+    v["seconds"] = json!(secs(r.duration));
+    v
 }

@@ -426,6 +426,6 @@ fn cache_error(dir: &Path, e: impl ToString) -> Error {
     Error::Io {
         op: "use cache",
         path: dir.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        cause: std::io::Error::other(e.to_string()),
     }
 }

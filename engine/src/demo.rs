@@ -131,7 +131,7 @@ pub fn compare(
                 let e = e.map_err(|e| Error::Io {
                     op: "walk",
                     path: root.to_path_buf(),
-                    source: e.into(),
+                    cause: e.into(),
                 })?;
                 let rel = e
                     .path()

@@ -15,20 +15,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {cause}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+
+        cause: io::Error,
     },
 
-    #[error("store: {op} {key}: {source}")]
+    #[error("store: {op} {key}: {cause}")]
     Store {
         op: &'static str,
         key: String,
-        #[source]
-        source: io::Error,
+
+        cause: io::Error,
     },
 
     #[error("missing object {key} in the repository")]
@@ -36,12 +36,8 @@ pub enum Error {
 
     /// Repository bytes that do not decode: corrupt, truncated, hostile, or
     /// written by a newer blocksnap (see [`FormatError`]).
-    #[error("{key}: {source}")]
-    Format {
-        key: String,
-        #[source]
-        source: FormatError,
-    },
+    #[error("{key}: {cause}")]
+    Format { key: String, cause: FormatError },
 
     #[error("no repository at {location}: run `blocksnap init --repo {location}` first")]
     NoRepository { location: String },
@@ -73,13 +69,13 @@ pub enum Error {
     #[error("restore target {path} is not empty: choose an empty directory or pass --force to replace the snapshot's top-level entries in it")]
     TargetNotEmpty { path: PathBuf },
 
-    #[error("{path}: chunk {chunk} (at offset {offset}): {source}")]
+    #[error("{path}: chunk {chunk} (at offset {offset}): {cause}")]
     BadChunk {
         path: String,
         chunk: ChunkId,
         offset: u64,
-        #[source]
-        source: Box<Error>,
+
+        cause: Box<Error>,
     },
 
     #[error("{path}: restored bytes hash to {actual}, the manifest says {expected}")]
@@ -96,8 +92,11 @@ pub enum Error {
     )]
     LiveDatabase { dbs: Vec<String> },
 
-    #[error("refusing snapshot: {0}")]
+    #[error("{0}")]
     Refused(String),
+
+    #[error("interrupted by {}; stopped cleanly", crate::interrupt::name(*signal))]
+    Interrupted { signal: i32 },
 }
 
 impl Error {
@@ -106,12 +105,12 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { op, path, source }
+        move |cause| Error::Io { op, path, cause }
     }
 
     pub(crate) fn format(key: impl Into<String>) -> impl FnOnce(FormatError) -> Error {
         let key = key.into();
-        move |source| Error::Format { key, source }
+        move |cause| Error::Format { key, cause }
     }
 
     /// True when the error means "the object is not there" rather than
@@ -119,7 +118,7 @@ impl Error {
     pub fn is_missing(&self) -> bool {
         match self {
             Error::Missing { .. } => true,
-            Error::BadChunk { source, .. } => source.is_missing(),
+            Error::BadChunk { cause, .. } => cause.is_missing(),
             _ => false,
         }
     }

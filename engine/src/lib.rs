@@ -18,11 +18,14 @@
 
 pub mod cache;
 pub mod chunking;
+pub mod command;
 #[cfg(feature = "nodegen")]
 pub mod demo;
 pub mod error;
 pub mod format;
+pub mod fsx;
 pub mod id;
+pub mod interrupt;
 pub mod ipnorm;
 pub mod list;
 pub mod live;
@@ -30,11 +33,13 @@ pub mod live;
 pub mod nodegen;
 pub mod progress;
 pub mod props;
+pub mod publish;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
 pub mod stage;
 pub mod store;
+pub mod testhook;
 pub mod verify;
 
 pub use error::{Error, Result};

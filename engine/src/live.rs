@@ -60,7 +60,7 @@ pub fn probe(lock: &Path) -> Result<Option<Holder>> {
             return Err(Error::Io {
                 op: "open to probe",
                 path: lock.to_path_buf(),
-                source: e,
+                cause: e,
             })
         }
     };
@@ -76,7 +76,7 @@ pub fn probe(lock: &Path) -> Result<Option<Holder>> {
         return Err(Error::Io {
             op: "probe the fcntl lock of",
             path: lock.to_path_buf(),
-            source: std::io::Error::last_os_error(),
+            cause: std::io::Error::last_os_error(),
         });
     }
     if query.l_type != libc::F_UNLCK as libc::c_short {
@@ -92,7 +92,7 @@ pub fn probe(lock: &Path) -> Result<Option<Holder>> {
         return Err(Error::Io {
             op: "probe the flock of",
             path: lock.to_path_buf(),
-            source: e,
+            cause: e,
         });
     }
     // SAFETY: as above; releases the shared lock just taken.
@@ -107,7 +107,7 @@ pub fn find(root: &Path) -> Result<Vec<LiveDb>> {
         let entry = entry.map_err(|e| Error::Io {
             op: "walk",
             path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         if entry.file_type().is_file() && entry.file_name() == "LOCK" {
             if let Some(holder) = probe(entry.path())? {

@@ -44,7 +44,7 @@ fn db_err(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error + '_ {
     move |e| Error::Io {
         op: "open database",
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.into_string()),
+        cause: std::io::Error::other(e.into_string()),
     }
 }
 
@@ -225,7 +225,7 @@ pub fn du(root: &Path) -> Result<u64> {
         let e = e.map_err(|e| Error::Io {
             op: "walk",
             path: root.to_path_buf(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         if e.file_type().is_file() {
             total += e.metadata().map(|m| m.len()).unwrap_or(0);

@@ -89,12 +89,28 @@ impl Repository {
             chunker,
             zstd_level,
         };
-        if !store.put_if_absent(layout::CONFIG_KEY, &config.encode())? {
-            return Err(Error::RepositoryExists {
-                location: store.location(),
-            });
+        // Asking first narrows the window on servers that ignore
+        // If-None-Match; reading back closes it: if a racing `init` (or
+        // such a server) left another config, this one did not win.
+        let exists = || Error::RepositoryExists {
+            location: store.location(),
+        };
+        if store.size(layout::CONFIG_KEY)?.is_some() {
+            return Err(exists());
+        }
+        let bytes = config.encode();
+        if !store.put_if_absent(layout::CONFIG_KEY, &bytes)? {
+            return Err(exists());
         }
         store.flush()?;
+        if store.get(layout::CONFIG_KEY, limits::MAX_CONFIG_BYTES)? != bytes {
+            return Err(Error::Refused(format!(
+                "another `blocksnap init` wrote a different config to {} at the same moment, and the \
+                 store let both writes through; that one stands, this one does not (use the repository \
+                 as it is)",
+                store.location()
+            )));
+        }
         Ok(Repository { store, config })
     }
 
@@ -192,14 +208,14 @@ impl Repository {
             };
             return Err(Error::Format {
                 key: name,
-                source: detail,
+                cause: detail,
             });
         }
         let manifest = Manifest::decode(&bytes).map_err(Error::format(&name))?;
         if manifest.height != key.height || manifest.created_unix_ns != key.created_unix_ns {
             return Err(Error::Format {
                 key: name,
-                source: FormatError::corrupt("height or time in the manifest differ from its name"),
+                cause: FormatError::corrupt("height or time in the manifest differ from its name"),
             });
         }
         Ok(manifest)
@@ -223,7 +239,7 @@ impl Repository {
         if raw.len() != chunk.len as usize {
             return Err(Error::Format {
                 key,
-                source: FormatError::corrupt(format!(
+                cause: FormatError::corrupt(format!(
                     "chunk holds {} bytes, the manifest says {}",
                     raw.len(),
                     chunk.len

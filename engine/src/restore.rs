@@ -1,39 +1,63 @@
 //! Restoring a snapshot into a directory.
 //!
-//! Everything is written into a staging directory beside the target
-//! (`.NAME.blocksnap-restore-ID` in the target's parent, so on the same
-//! filesystem) and moved into place only when every file has been written,
-//! checked against its whole-file hash and made durable (one `syncfs`). A failed restore leaves
-//! the staging directory, never a complete-looking target; re-running the
-//! same restore resumes from it, keeping the files that already check out.
+//! [`plan`] decides everything before anything is written: the manifest is
+//! loaded and checked, the node's address put back into the paths and the
+//! whole tree checked again (unique names, name length on the target's
+//! filesystem, symlinks that cannot lead out, blocksnap's reserved names),
+//! modes filtered, the target inspected (not a live database, not occupied
+//! without `--force`) and the space needed compared with the space free and
+//! with the operator's cap. The plan is the dry run.
 //!
-//! Every chunk is hashed before its bytes reach a file, and every file is
-//! hashed after, so nothing unverified is restored. Paths come from an
-//! untrusted manifest: `Manifest::decode` has refused absolute paths, `..`,
-//! entries below non-directories and symlinks that leave the tree; here
-//! nothing is written through a symlink because symlinks are created last.
+//! [`restore`] then writes everything into a staging directory inside the
+//! target (`<target>/.blocksnap-restore-<snapshot id>-<address>`, on the
+//! target's own filesystem even when the target is a mount point), checks
+//! every chunk against its id before its bytes reach a file and every file
+//! against its whole-file hash after, makes the staged tree durable with one
+//! `syncfs`, and publishes it ([`crate::publish`]): the snapshot's
+//! top-level entries replace their namesakes as one recoverable set, and the
+//! entries they replace are removed only once every new one is in place.
+//!
+//! Nothing is created, opened or removed through a symlink: the staging tree
+//! is built through directory descriptors ([`crate::fsx`]), a file is
+//! created only where nothing exists, and an entry found in the staging
+//! directory from an earlier run is trusted for nothing but a resume: a file
+//! is kept if it is a regular file whose bytes hash right, anything else is
+//! removed. A failed restore leaves the staging directory (re-running
+//! resumes from it) and never a partial file or a complete-looking tree.
 
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::layout::SnapshotKey;
-use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+use crate::format::manifest::{ChunkRef, EntryKind, Manifest};
 use crate::format::path as mpath;
+use crate::fsx::{self, DirFd, EntryType};
 use crate::id::Hash;
+use crate::interrupt;
 use crate::ipnorm::{self, IpError};
+use crate::live;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::publish::{self, Journal, RESERVED_PREFIX};
+use crate::repo::{now_unix_ns, Repository};
 use crate::store::Counts;
+
+/// Mode bits dropped unless the operator keeps them: setuid, setgid and
+/// write permission for others. A snapshot from a public bucket restored by
+/// root must not plant a setuid binary or a world-writable file.
+pub const SPECIAL_MODE_BITS: u32 = 0o6002;
+
+/// Free space a restore leaves on the target's filesystem beyond what the
+/// plan writes, for directories, metadata and the node's own next writes.
+const SPACE_MARGIN: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -45,10 +69,20 @@ pub struct RestoreOptions {
     /// Parallel fetches (0: what the store suggests: one per CPU locally,
     /// tens over a network).
     pub jobs: usize,
+    /// Restore setuid, setgid and world-writable bits as recorded.
+    pub keep_special_modes: bool,
+    /// Refuse a restore that would write more than this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Restore even when a database under the target is open.
+    pub allow_live: bool,
+    /// Keep the entries a `--force` restore replaced (in a directory beside
+    /// them, named in the report) instead of removing them at the end.
+    pub keep_old: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
+    #[serde(skip)]
     pub key: SnapshotKey,
     pub target: PathBuf,
     pub files: u64,
@@ -56,87 +90,267 @@ pub struct RestoreReport {
     pub chunks_fetched: u64,
     /// Files already complete in the staging directory of an earlier run.
     pub files_resumed: u64,
+    /// Entries whose setuid, setgid or world-write bits were dropped.
+    pub modes_stripped: u64,
+    /// Where the entries this restore replaced were kept (`keep_old`).
+    pub old_entries: Option<PathBuf>,
+    /// An interrupted publish found in the target and completed first.
+    pub completed_interrupted: Option<String>,
     /// Store requests made, for stores that count them.
     pub requests: Option<Counts>,
+    #[serde(skip)]
     pub duration: Duration,
 }
 
 /// What will be restored where: everything is checked before any write.
+#[derive(Debug)]
 pub struct RestorePlan {
     pub key: SnapshotKey,
     pub manifest: Manifest,
-    /// Final relative path of each entry (IP put back), in manifest order.
+    /// Final relative path of each entry (address put back), in manifest order.
     pub paths: Vec<String>,
+    /// The mode each entry gets (after the special-bits policy).
+    pub modes: Vec<u32>,
+    /// Entries whose mode the policy changed.
+    pub modes_stripped: u64,
     pub target: PathBuf,
-    pub staging: PathBuf,
+    /// Name of the staging directory inside the target.
+    pub staging: String,
+    /// The snapshot's top-level names, which publishing replaces.
+    pub top_level: Vec<String>,
+    /// Bytes of all files.
+    pub bytes: u64,
+    /// Of those, bytes not already staged by an earlier run at full size.
+    pub bytes_to_write: u64,
+    /// Free bytes on the target's filesystem when planned.
+    pub free_bytes: u64,
+    /// An interrupted publish in the target, completed before this one.
+    pub pending: Option<Journal>,
+}
+
+/// The staging directory's name: the whole snapshot id and the address, so
+/// that a resume never mixes two snapshots or two addresses.
+pub fn staging_name(key: &SnapshotKey, ip: Option<Ipv4Addr>) -> String {
+    let ip = ip.map_or("noip".to_string(), |ip| ip.to_string());
+    format!("{RESERVED_PREFIX}restore-{}-{ip}", key.id.to_hex())
 }
 
 pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Result<RestorePlan> {
     let manifest = repo.load_manifest(key)?;
     let ip: Option<Ipv4Addr> = opts.ip.as_deref().map(ipnorm::parse_ip).transpose()?;
-    let normalised: Vec<String> = manifest
+    let paths = final_paths(&manifest, ip)?;
+    let refuse = |source: crate::format::FormatError| Error::Format {
+        key: key.key(),
+        cause: source,
+    };
+
+    let target = std::path::absolute(&opts.target).map_err(Error::io("resolve", &opts.target))?;
+    // The longest name the target's filesystem takes, and its free space
+    // (from the target, or the nearest ancestor that exists).
+    let (free_bytes, name_max) = {
+        let existing = target
+            .ancestors()
+            .find(|p| p.is_dir())
+            .unwrap_or(Path::new("/"));
+        DirFd::open(existing)
+            .and_then(|d| d.space())
+            .map_err(Error::io("statvfs", existing))?
+    };
+
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(paths.len());
+    let mut top_level = Vec::new();
+    for (i, (entry, path)) in manifest.entries.iter().zip(&paths).enumerate() {
+        mpath::check(path).map_err(refuse)?;
+        if let Some(j) = seen.insert(path, i) {
+            return Err(Error::Refused(format!(
+                "snapshot {}: {:?} and {:?} both become {path:?} with --ip {}: restoring \
+                 would merge them into one; restore with another address or from another snapshot",
+                key.key(),
+                manifest.entries[j].path,
+                entry.path,
+                ip.map_or("-".into(), |ip| ip.to_string())
+            )));
+        }
+        if let Some(long) = path.split('/').find(|c| c.len() as u64 > name_max) {
+            return Err(Error::Refused(format!(
+                "snapshot {}: {path:?} has a name of {} bytes; the target's filesystem takes at most {name_max}",
+                key.key(),
+                long.len()
+            )));
+        }
+        if !path.contains('/') {
+            if path.starts_with(RESERVED_PREFIX) {
+                return Err(Error::Refused(format!(
+                    "snapshot {}: top-level entry {path:?} uses a name reserved for blocksnap's own working files",
+                    key.key()
+                )));
+            }
+            top_level.push(path.clone());
+        }
+        if let EntryKind::Symlink { target } = &entry.kind {
+            mpath::check_link_target_contained(path, target).map_err(refuse)?;
+        }
+    }
+    let modes: Vec<u32> = manifest
         .entries
         .iter()
-        .filter(|e| ipnorm::is_normalised(&e.path))
-        .map(|e| e.path.clone())
+        .map(|e| applied_mode(e.mode, opts.keep_special_modes))
         .collect();
-    let paths: Vec<String> = match ip {
-        None if !normalised.is_empty() => {
-            return Err(IpError::Required { paths: normalised }.into())
-        }
-        None => manifest.entries.iter().map(|e| e.path.clone()).collect(),
-        Some(ip) => manifest
-            .entries
-            .iter()
-            .map(|e| ipnorm::denormalise(&e.path, ip))
-            .collect(),
-    };
-    for p in &paths {
-        mpath::check(p).map_err(Error::format(key.key()))?;
-    }
+    let modes_stripped = manifest
+        .entries
+        .iter()
+        .zip(&modes)
+        .filter(|(e, m)| e.mode != **m)
+        .count() as u64;
 
-    let target = absolute(&opts.target)?;
-    let name = target.file_name().ok_or_else(|| {
-        Error::Refused(format!(
-            "restore target {} has no directory name",
-            target.display()
-        ))
-    })?;
-    let parent = target
-        .parent()
-        .expect("a path with a file name has a parent")
-        .to_path_buf();
-    let staging = parent.join(format!(
-        ".{}.blocksnap-restore-{}",
-        name.to_string_lossy(),
-        key.id.short()
-    ));
-    match fs::symlink_metadata(&target) {
+    let staging = staging_name(key, ip);
+    let mut pending = None;
+    let mut bytes_to_write = 0u64;
+    let bytes = manifest
+        .files()
+        .fold(0u64, |sum, (_, size, _, _)| sum.saturating_add(size));
+    match std::fs::metadata(&target) {
         Ok(m) if !m.is_dir() => {
             return Err(Error::Refused(format!(
                 "restore target {} exists and is not a directory",
                 target.display()
             )))
         }
-        Ok(_) if !opts.force => {
-            let mut entries = fs::read_dir(&target).map_err(Error::io("read", &target))?;
-            if entries.next().is_some() {
+        Ok(_) => {
+            let dir = DirFd::open(&target).map_err(Error::io("open", &target))?;
+            pending = publish::pending(&dir)?;
+            let occupied = dir
+                .names()
+                .map_err(Error::io("read", &target))?
+                .into_iter()
+                .any(|n| !n.starts_with(RESERVED_PREFIX));
+            if occupied && !opts.force {
                 return Err(Error::TargetNotEmpty { path: target });
             }
+            if !opts.allow_live {
+                let live = live::find(&target)?;
+                if !live.is_empty() {
+                    let names: Vec<String> = live.iter().map(|l| l.to_string()).collect();
+                    return Err(Error::Refused(format!(
+                        "restore target holds a database open in a running process: {}; stop the node \
+                         first, or pass --allow-live to replace it anyway",
+                        names.join("; ")
+                    )));
+                }
+            }
+            let staged = dir.open_dir(&staging).ok();
+            for ((entry, path), _) in manifest.entries.iter().zip(&paths).zip(&modes) {
+                if let EntryKind::File { size, .. } = &entry.kind {
+                    if !staged_at_size(staged.as_ref(), path, *size) {
+                        bytes_to_write = bytes_to_write.saturating_add(*size);
+                    }
+                }
+            }
         }
-        _ => {}
+        Err(_) => bytes_to_write = bytes,
+    }
+    if let Some(cap) = opts.max_bytes {
+        if bytes > cap {
+            return Err(Error::Refused(format!(
+                "snapshot {} restores {bytes} bytes, more than the {cap} bytes --max-size allows",
+                key.key()
+            )));
+        }
+    }
+    if bytes_to_write.saturating_add(SPACE_MARGIN) > free_bytes {
+        return Err(Error::Refused(format!(
+            "snapshot {} needs {bytes_to_write} more bytes on the filesystem of {} (plus a {} MiB margin), \
+             and {free_bytes} are free",
+            key.key(),
+            target.display(),
+            SPACE_MARGIN >> 20
+        )));
     }
     Ok(RestorePlan {
         key: *key,
         manifest,
         paths,
+        modes,
+        modes_stripped,
         target,
         staging,
+        top_level,
+        bytes,
+        bytes_to_write,
+        free_bytes,
+        pending,
     })
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
-    std::path::absolute(p).map_err(Error::io("resolve", p))
+/// The entry paths with the node's address put back.
+fn final_paths(manifest: &Manifest, ip: Option<Ipv4Addr>) -> Result<Vec<String>> {
+    match ip {
+        Some(ip) => Ok(manifest
+            .entries
+            .iter()
+            .map(|e| ipnorm::denormalise(&e.path, ip))
+            .collect()),
+        None => {
+            let normalised: Vec<String> = manifest
+                .entries
+                .iter()
+                .filter(|e| ipnorm::is_normalised(&e.path))
+                .map(|e| e.path.clone())
+                .collect();
+            if !normalised.is_empty() {
+                return Err(IpError::Required { paths: normalised }.into());
+            }
+            Ok(manifest.entries.iter().map(|e| e.path.clone()).collect())
+        }
+    }
+}
+
+/// The mode restore gives an entry recorded with `mode`.
+pub fn applied_mode(mode: u32, keep_special: bool) -> u32 {
+    if keep_special {
+        mode
+    } else {
+        mode & !SPECIAL_MODE_BITS
+    }
+}
+
+/// Whether an earlier run left a regular file of `size` at `path` in the
+/// staging directory (its content is checked when the restore runs).
+fn staged_at_size(staging: Option<&DirFd>, path: &str, size: u64) -> bool {
+    let Some(staging) = staging else {
+        return false;
+    };
+    let (parent, name) = split(path);
+    let dir = match parent {
+        Some(p) => match staging.open_path(p) {
+            Ok(d) => d,
+            Err(_) => return false,
+        },
+        None => return staged_at_size_in(staging, name, size),
+    };
+    staged_at_size_in(&dir, name, size)
+}
+
+fn staged_at_size_in(dir: &DirFd, name: &str, size: u64) -> bool {
+    matches!(dir.stat(name), Ok(Some(m)) if m.kind == EntryType::File && m.size == size)
+}
+
+fn split(path: &str) -> (Option<&str>, &str) {
+    match path.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, path),
+    }
+}
+
+/// The directory that holds `path` in `root`, entered without following
+/// symlinks.
+fn parent_of(root: &DirFd, path: &str) -> io::Result<(DirFd, String)> {
+    let (parent, name) = split(path);
+    let dir = match parent {
+        Some(p) => root.open_path(p)?,
+        None => root.try_clone()?,
+    };
+    Ok((dir, name.to_string()))
 }
 
 pub fn restore(
@@ -147,38 +361,55 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let requests_before = repo.store().request_counts();
-    let parent = plan.staging.parent().expect("staging has a parent");
-    fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
-    fs::create_dir_all(&plan.staging).map_err(Error::io("create", &plan.staging))?;
+    std::fs::create_dir_all(&plan.target).map_err(Error::io("create", &plan.target))?;
+    let target = DirFd::open(&plan.target).map_err(Error::io("open", &plan.target))?;
+    let completed_interrupted = match publish::pending(&target)? {
+        Some(journal) => {
+            publish::complete(&target, &journal)?;
+            finish(&target, &journal, false)?;
+            Some(journal.staging)
+        }
+        None => None,
+    };
 
-    // Directories first (modes and times are set last, deepest first, so
-    // that a read-only directory does not block its own contents).
-    for (entry, rel) in plan.manifest.entries.iter().zip(&plan.paths) {
+    let staging = target
+        .ensure_dir(&plan.staging)
+        .map_err(Error::io("create", target.join(&plan.staging)))?;
+    if !staging
+        .try_lock()
+        .map_err(Error::io("lock", staging.path()))?
+    {
+        return Err(Error::Refused(format!(
+            "another blocksnap is restoring into {} (it holds {})",
+            plan.target.display(),
+            staging.path().display()
+        )));
+    }
+    clear_strays(&staging, plan)?;
+
+    // Directories first, parents before children (manifest order).
+    for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
         if matches!(entry.kind, EntryKind::Dir) {
-            let p = plan.staging.join(rel);
-            match fs::create_dir(&p) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
-                other => other.map_err(Error::io("create directory", &p))?,
-            }
+            let (dir, name) =
+                parent_of(&staging, path).map_err(Error::io("open", staging.path().join(path)))?;
+            dir.ensure_dir(&name)
+                .map_err(Error::io("create directory", staging.path().join(path)))?;
         }
     }
 
-    let mut files: Vec<(&Entry, &String, u64, &Hash, &[ChunkRef])> = plan
+    let mut files: Vec<(usize, u64, &Hash, &[ChunkRef])> = plan
         .manifest
         .entries
         .iter()
-        .zip(&plan.paths)
-        .filter_map(|(e, rel)| match &e.kind {
-            EntryKind::File { size, hash, chunks } => {
-                Some((e, rel, *size, hash, chunks.as_slice()))
-            }
+        .enumerate()
+        .filter_map(|(i, e)| match &e.kind {
+            EntryKind::File { size, hash, chunks } => Some((i, *size, hash, chunks.as_slice())),
             _ => None,
         })
         .collect();
     // Largest first, so one big file does not start last and run alone.
-    files.sort_by_key(|f| std::cmp::Reverse(f.2));
-    let total: u64 = files.iter().map(|f| f.2).sum();
-    progress.begin("restore", total);
+    files.sort_by_key(|f| std::cmp::Reverse(f.1));
+    progress.begin("restore", plan.bytes);
     let fetched = AtomicU64::new(0);
     let resumed = AtomicU64::new(0);
     let jobs = if opts.jobs == 0 {
@@ -191,48 +422,89 @@ pub fn restore(
         .build()
         .map_err(|e| Error::Refused(format!("cannot start {jobs} restore workers: {e}")))?;
     pool.install(|| {
-        files
-            .par_iter()
-            .try_for_each(|&(entry, rel, size, hash, chunks)| {
-                let path = plan.staging.join(rel);
-                if already_restored(&path, size, hash) {
+        files.par_iter().try_for_each(|&(i, size, hash, chunks)| {
+            interrupt::check()?;
+            let rel = &plan.paths[i];
+            let shown = staging.path().join(rel);
+            let (dir, name) = parent_of(&staging, rel).map_err(Error::io("open", &shown))?;
+            let file = match resume_file(&dir, &name, size, hash) {
+                Some(f) => {
                     resumed.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    write_file(repo, &path, rel, hash, chunks)?;
-                    fetched.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+                    f
                 }
-                set_mode_and_mtime(&path, entry)?;
-                progress.advance(size);
-                Ok::<_, Error>(())
-            })
+                None => {
+                    dir.remove(&name).map_err(Error::io("replace", &shown))?;
+                    let f = write_file(repo, &dir, &name, rel, hash, chunks)?;
+                    fetched.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+                    f
+                }
+            };
+            let entry = &plan.manifest.entries[i];
+            fsx::set_file_mode_and_mtime(&file, plan.modes[i], entry.mtime_ns)
+                .map_err(Error::io("set mode and mtime of", &shown))?;
+            progress.advance(size);
+            Ok::<_, Error>(())
+        })
     })?;
     progress.end();
 
-    for (entry, rel) in plan.manifest.entries.iter().zip(&plan.paths) {
-        if let EntryKind::Symlink { target } = &entry.kind {
-            let p = plan.staging.join(rel);
-            if fs::symlink_metadata(&p).is_ok() {
-                fs::remove_file(&p).map_err(Error::io("replace symlink", &p))?;
-            }
-            std::os::unix::fs::symlink(target, &p).map_err(Error::io("create symlink", &p))?;
-            set_link_mtime(&p, entry.mtime_ns)?;
+    for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
+        if let EntryKind::Symlink { target: link } = &entry.kind {
+            let shown = staging.path().join(path);
+            let (dir, name) = parent_of(&staging, path).map_err(Error::io("open", &shown))?;
+            dir.remove(&name).map_err(Error::io("replace", &shown))?;
+            dir.symlink(link, &name)
+                .map_err(Error::io("create symlink", &shown))?;
+            dir.set_link_mtime(&name, entry.mtime_ns)
+                .map_err(Error::io("set mtime of", &shown))?;
         }
     }
-    for (entry, rel) in plan.manifest.entries.iter().zip(&plan.paths).rev() {
+    // Directory times and modes last, deepest first, so that neither a
+    // read-only directory nor a later write inside it gets in the way.
+    for ((entry, path), mode) in plan
+        .manifest
+        .entries
+        .iter()
+        .zip(&plan.paths)
+        .zip(&plan.modes)
+        .rev()
+    {
         if matches!(entry.kind, EntryKind::Dir) {
-            set_mode_and_mtime(&plan.staging.join(rel), entry)?;
+            let shown = staging.path().join(path);
+            let dir = staging.open_path(path).map_err(Error::io("open", &shown))?;
+            dir.set_mtime(entry.mtime_ns)
+                .and_then(|_| dir.set_mode(*mode))
+                .map_err(Error::io("set mode and mtime of", &shown))?;
         }
     }
-    sync_tree(&plan.staging)?;
-    move_into_place(plan, opts.force)?;
+    interrupt::check()?;
+    staging
+        .syncfs()
+        .map_err(Error::io("syncfs", staging.path()))?;
+
+    let journal = Journal {
+        staging: plan.staging.clone(),
+        old: format!(
+            "{RESERVED_PREFIX}old-{}-{}",
+            plan.key.id.short(),
+            now_unix_ns()
+        ),
+        entries: plan.top_level.clone(),
+    };
+    drop(staging);
+    publish::publish(&target, &journal)?;
+    let old_entries = finish(&target, &journal, opts.keep_old)?;
 
     Ok(RestoreReport {
         key: plan.key,
         target: plan.target.clone(),
         files: files.len() as u64,
-        bytes: total,
+        bytes: plan.bytes,
         chunks_fetched: fetched.into_inner(),
         files_resumed: resumed.into_inner(),
+        modes_stripped: plan.modes_stripped,
+        old_entries,
+        completed_interrupted,
         requests: repo
             .store()
             .request_counts()
@@ -241,180 +513,148 @@ pub fn restore(
     })
 }
 
-/// A file left by an interrupted run counts only if its bytes hash right.
-fn already_restored(path: &Path, size: u64, hash: &Hash) -> bool {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == size => {
-            hash_file(path).map(|h| h == *hash).unwrap_or(false)
+/// After a publish: removes the emptied staging directory and the replaced
+/// entries (or keeps them and says where).
+fn finish(target: &DirFd, journal: &Journal, keep_old: bool) -> Result<Option<PathBuf>> {
+    let gone = |name: &str| {
+        target
+            .remove(name)
+            .map_err(Error::io("remove", target.join(name)))
+    };
+    gone(&journal.staging)?;
+    let kept = match target.open_dir(&journal.old) {
+        Ok(old) if keep_old && !old.names().unwrap_or_default().is_empty() => {
+            Some(target.join(&journal.old))
         }
-        _ => false,
-    }
+        _ => {
+            gone(&journal.old)?;
+            None
+        }
+    };
+    target.sync().map_err(Error::io("fsync", target.path()))?;
+    Ok(kept)
 }
 
-fn hash_file(path: &Path) -> io::Result<Hash> {
+/// Removes whatever an earlier run (or anyone else) left in the staging
+/// directory that the plan does not create with that type, so that nothing
+/// foreign is published with the tree.
+fn clear_strays(staging: &DirFd, plan: &RestorePlan) -> Result<()> {
+    let mut expected: HashMap<&str, EntryType> = HashMap::new();
+    for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
+        let kind = match entry.kind {
+            EntryKind::Dir => EntryType::Dir,
+            EntryKind::File { .. } => EntryType::File,
+            EntryKind::Symlink { .. } => EntryType::Symlink,
+        };
+        expected.insert(path, kind);
+    }
+    let mut stack: Vec<(DirFd, String)> = vec![(
+        staging
+            .try_clone()
+            .map_err(Error::io("open", staging.path()))?,
+        String::new(),
+    )];
+    let mut visited: HashSet<String> = HashSet::new();
+    while let Some((dir, prefix)) = stack.pop() {
+        for name in dir.names().map_err(Error::io("read", dir.path()))? {
+            let rel = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let found = dir
+                .stat(&name)
+                .map_err(Error::io("stat", dir.join(&name)))?;
+            let keep = match (found, expected.get(rel.as_str())) {
+                (Some(m), Some(&want)) => m.kind == want,
+                _ => false,
+            };
+            if !keep {
+                dir.remove(&name)
+                    .map_err(Error::io("remove", dir.join(&name)))?;
+            } else if expected.get(rel.as_str()) == Some(&EntryType::Dir)
+                && visited.insert(rel.clone())
+            {
+                let child = dir
+                    .open_dir(&name)
+                    .map_err(Error::io("open", dir.join(&name)))?;
+                // A read-only directory from an earlier run must take writes.
+                child
+                    .set_mode(0o700)
+                    .map_err(Error::io("chmod", child.path()))?;
+                stack.push((child, rel));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file an interrupted run completed: a regular file (opened without
+/// following links) of the right size whose bytes hash right.
+fn resume_file(dir: &DirFd, name: &str, size: u64, hash: &Hash) -> Option<File> {
+    let mut f = dir.open_file(name).ok()?;
+    if f.metadata().ok()?.len() != size {
+        return None;
+    }
     let mut hasher = blake3::Hasher::new();
-    let mut f = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(&mut buf).ok()?;
         if n == 0 {
-            return Ok(hasher.finalize().into());
+            break;
         }
         hasher.update(&buf[..n]);
     }
+    (Hash::from(hasher.finalize()) == *hash).then_some(f)
 }
 
+/// Writes a file from its chunks, each checked against its id before it is
+/// written, and the whole against the file's hash. A file that fails is
+/// removed: no partial file stays behind.
 fn write_file(
     repo: &Repository,
-    path: &Path,
+    dir: &DirFd,
+    name: &str,
     rel: &str,
     hash: &Hash,
     chunks: &[ChunkRef],
-) -> Result<()> {
-    if fs::symlink_metadata(path).is_ok() {
-        fs::remove_file(path).map_err(Error::io("replace", path))?;
-    }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(Error::io("create", path))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut offset = 0u64;
-    for chunk in chunks {
-        let bytes = repo.read_chunk(chunk).map_err(|e| Error::BadChunk {
-            path: rel.to_string(),
-            chunk: chunk.id,
-            offset,
-            source: Box::new(e),
-        })?;
-        hasher.update(&bytes);
-        f.write_all(&bytes).map_err(Error::io("write", path))?;
-        offset += bytes.len() as u64;
-    }
-    let actual: Hash = hasher.finalize().into();
-    if actual != *hash {
-        return Err(Error::FileHashMismatch {
-            path: rel.to_string(),
-            expected: hash.to_hex(),
-            actual: actual.to_hex(),
-        });
-    }
-    // Made durable for the whole tree at once by `sync_tree`: a worker that
-    // waited here for each file would leave the CPU idle and the disk queue
-    // short.
-    Ok(())
-}
-
-fn set_mode_and_mtime(path: &Path, entry: &Entry) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))
-        .map_err(Error::io("set mode of", path))?;
-    let mtime = system_time(entry.mtime_ns);
-    let f = File::open(path).map_err(Error::io("open", path))?;
-    f.set_times(fs::FileTimes::new().set_modified(mtime))
-        .map_err(Error::io("set mtime of", path))
-}
-
-fn system_time(ns: i64) -> std::time::SystemTime {
-    let epoch = std::time::UNIX_EPOCH;
-    if ns >= 0 {
-        epoch + Duration::from_nanos(ns as u64)
-    } else {
-        epoch - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-/// std cannot set a symlink's own times; utimensat with
-/// AT_SYMLINK_NOFOLLOW can.
-pub(crate) fn set_link_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Refused(format!("{}: NUL in path", path.display())))?;
-    let mtime = libc::timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
-    };
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        mtime,
-    ];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` points to two
-    // initialised timespecs, as utimensat requires.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Io {
-            op: "set mtime of",
-            path: path.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
-/// Makes the staged tree durable before the rename that publishes it:
-/// `syncfs` flushes every file and directory on the target's filesystem in
-/// one call, letting the kernel write back in the order it likes.
-fn sync_tree(root: &Path) -> Result<()> {
-    let dir = File::open(root).map_err(Error::io("open", root))?;
-    // SAFETY: syncfs takes any open file descriptor; `dir` outlives the call.
-    let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
-    if rc != 0 {
-        return Err(Error::Io {
-            op: "syncfs",
-            path: root.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
-/// Publishes the staged tree. An absent or empty target is replaced by one
-/// rename; with `force`, each top-level entry of the snapshot replaces its
-/// namesake in the target and everything else in the target stays.
-fn move_into_place(plan: &RestorePlan, force: bool) -> Result<()> {
-    let target = &plan.target;
-    let empty_or_absent = match fs::read_dir(target) {
-        Ok(mut it) => it.next().is_none(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-        Err(e) => return Err(Error::io("read", target)(e)),
-    };
-    if empty_or_absent {
-        fs::rename(&plan.staging, target).map_err(Error::io("move restored tree to", target))?;
-    } else {
-        if !force {
-            return Err(Error::TargetNotEmpty {
-                path: target.clone(),
+) -> Result<File> {
+    let shown = dir.join(name);
+    let mut f = dir
+        .create_file(name, 0o600)
+        .map_err(Error::io("create", &shown))?;
+    let written = (|| {
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = 0u64;
+        for chunk in chunks {
+            interrupt::check()?;
+            let bytes = repo.read_chunk(chunk).map_err(|e| Error::BadChunk {
+                path: rel.to_string(),
+                chunk: chunk.id,
+                offset,
+                cause: Box::new(e),
+            })?;
+            hasher.update(&bytes);
+            f.write_all(&bytes).map_err(Error::io("write", &shown))?;
+            offset += bytes.len() as u64;
+        }
+        let actual: Hash = hasher.finalize().into();
+        if actual != *hash {
+            return Err(Error::FileHashMismatch {
+                path: rel.to_string(),
+                expected: hash.to_hex(),
+                actual: actual.to_hex(),
             });
         }
-        for rel in &plan.paths {
-            if rel.contains('/') {
-                continue;
-            }
-            let dest = target.join(rel);
-            match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => {
-                    fs::remove_dir_all(&dest).map_err(Error::io("replace", &dest))?
-                }
-                Ok(_) => fs::remove_file(&dest).map_err(Error::io("replace", &dest))?,
-                Err(_) => {}
-            }
-            fs::rename(plan.staging.join(rel), &dest)
-                .map_err(Error::io("move restored entry to", &dest))?;
-        }
-        fs::remove_dir(&plan.staging)
-            .map_err(Error::io("remove staging directory", &plan.staging))?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        drop(f);
+        let _ = dir.unlink(name);
+        return Err(e);
     }
-    let parent = target.parent().expect("target has a parent");
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("fsync", parent))
+    // Made durable for the whole tree at once by `syncfs`: a worker that
+    // waited here for each file would leave the CPU idle and the disk
+    // queue short.
+    Ok(f)
 }

@@ -1,5 +1,11 @@
-//! Taking a snapshot: walk the source, chunk and store every file, then
-//! commit the manifest.
+//! Taking a snapshot: [`plan`] walks and checks the source, [`execute`]
+//! chunks and stores every file, then commits the manifest.
+//!
+//! Everything that can refuse a snapshot without reading file contents —
+//! a live database, a path or symlink the format or a restore would not
+//! accept, too many entries, an unreadable name — is found by the plan,
+//! before a byte is read or uploaded (and, for a staged snapshot, before
+//! the node is stopped).
 //!
 //! Order of work (the spec's commit order): every chunk is put (each put is
 //! durable on its own), the store is flushed, and only then is the manifest
@@ -10,7 +16,7 @@
 //! (LevelDB tables are ~2 MiB) are memory-mapped, larger ones streamed, so
 //! memory stays bounded by threads × largest chunk, not by the tree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -29,10 +35,13 @@ use crate::format::config::ChunkerParams;
 use crate::format::layout::{self, SnapshotKey};
 use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Stats};
 use crate::format::path as mpath;
+use crate::format::{limits, FormatError};
 use crate::id::{ChunkId, Hash};
+use crate::interrupt;
 use crate::ipnorm;
 use crate::live;
 use crate::progress::Progress;
+use crate::publish;
 use crate::repo::{now_unix_ns, Repository};
 use crate::store::Counts;
 
@@ -46,6 +55,9 @@ pub struct SnapshotOptions {
     pub height: u64,
     pub tags: Vec<String>,
     /// Relative paths under the source to include; empty means everything.
+    /// An include that is a symlink to a directory is followed (the data
+    /// directory of many nodes links `.storage` to another disk) and
+    /// recorded as a directory.
     pub includes: Vec<String>,
     /// The node's address, when the source's paths hold more than one.
     pub ip: Option<Ipv4Addr>,
@@ -60,11 +72,14 @@ pub struct SnapshotOptions {
     /// Relative paths that are hard links to immutable table files (a
     /// staged snapshot): their ctime changed when they were linked, so the
     /// stat cache ignores it for them.
-    pub hard_linked: std::collections::HashSet<String>,
+    pub hard_linked: HashSet<String>,
     /// For files copied into a stage: the original's stat at stop time,
     /// which is what the stat cache compares and remembers (the copy is a
     /// new inode every time). Only files that had settled by then.
     pub origin: HashMap<String, Stat>,
+    /// Relative paths of symlinks that a stage made to stand for a
+    /// directory on another filesystem: followed, recorded as directories.
+    pub dir_links: HashSet<String>,
     /// Files chunked in parallel (0: two per CPU, so that one worker's
     /// compression overlaps another's writes and fsyncs, or the store's
     /// suggested number of requests in flight when that is more).
@@ -90,12 +105,41 @@ pub struct SnapshotReport {
     pub duration: Duration,
 }
 
-/// One thing found under the source.
-struct Found {
+/// One thing found under the source, checked and named as the manifest
+/// will name it.
+#[derive(Debug)]
+pub struct Item {
+    /// The manifest path (node address normalised).
+    pub path: String,
     /// Path under the source as found on disk.
-    rel: String,
-    abs: PathBuf,
-    meta: Metadata,
+    pub rel: String,
+    pub abs: PathBuf,
+    pub meta: Metadata,
+    /// The symlink's target, for symlinks.
+    pub link: Option<String>,
+}
+
+impl Item {
+    fn is_file(&self) -> bool {
+        self.link.is_none() && self.meta.is_file()
+    }
+}
+
+/// What a snapshot will read and record, decided and checked before any
+/// file is read or any object written: the walk, the live-database probe,
+/// the address, and every format rule and limit the manifest must meet.
+#[derive(Debug)]
+pub struct SnapshotPlan {
+    /// The source, canonical.
+    pub source: PathBuf,
+    /// The manifest's `source` label (address normalised).
+    pub label: String,
+    pub ip: Option<Ipv4Addr>,
+    /// In manifest order.
+    pub items: Vec<Item>,
+    pub warnings: Vec<String>,
+    /// Bytes in regular files.
+    pub bytes: u64,
 }
 
 /// A snapshot without local state: every file is read, every chunk is
@@ -109,23 +153,44 @@ pub fn snapshot(
 }
 
 /// A snapshot that uses (and updates) the stat cache and chunk index in
-/// `state`. The cache is only ever a shortcut: a file is taken from it
-/// only when its stat is unchanged and every chunk it lists is in a valid
-/// index.
+/// `state`: [`plan`] then [`execute`].
 pub fn snapshot_with_state(
     repo: &Repository,
     opts: &SnapshotOptions,
     state: Option<&LocalState>,
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
-    let started = Instant::now();
-    let requests_before = repo.store().request_counts();
+    let plan = plan(opts)?;
+    execute(repo, &plan, opts, state, progress)
+}
+
+/// Walks and checks the source. Nothing is read but directories, symlinks
+/// and `LOCK` files, and nothing is written.
+pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
     let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
     if !source.is_dir() {
         return Err(Error::SourceNotDir { path: source });
     }
+    if fs::symlink_metadata(source.join(publish::JOURNAL)).is_ok() {
+        return Err(Error::Refused(format!(
+            "{} holds an interrupted restore ({}): run the restore again to finish it before taking a snapshot",
+            source.display(),
+            publish::JOURNAL
+        )));
+    }
+    FormatError::check_limit("tags", opts.tags.len() as u64, limits::MAX_TAGS)
+        .map_err(Error::format("--tag"))?;
+    for t in &opts.tags {
+        FormatError::check_limit("label length", t.len() as u64, limits::MAX_LABEL_BYTES)
+            .map_err(Error::format(format!("--tag {t}")))?;
+    }
     let mut warnings = Vec::new();
-    let live = live::find(&source)?;
+    let roots = roots(&source, &opts.includes)?;
+    let live = roots
+        .iter()
+        .map(|r| live::find(&r.abs))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     if !live.is_empty() {
         let names: Vec<String> = live.iter().map(|l| l.to_string()).collect();
         if !opts.allow_live {
@@ -136,20 +201,9 @@ pub fn snapshot_with_state(
             names.join("; ")
         ));
     }
-    if let Some(s) = state {
-        // The cache holds its own RocksDB LOCK: inside the source it would
-        // be read as a live database, and snapshotted mid-write.
-        let dir = fs::canonicalize(s.dir()).unwrap_or_else(|_| s.dir().to_path_buf());
-        if dir.starts_with(&source) {
-            return Err(Error::Refused(format!(
-                "the cache directory {} is inside the source {}; move it with --cache-dir",
-                dir.display(),
-                source.display()
-            )));
-        }
-        warnings.extend(s.warnings.iter().cloned());
-    }
-    let found = walk(&source, &opts.includes, &mut warnings)?;
+    let found = walk(&source, roots, &opts.dir_links, &mut warnings)?;
+    FormatError::check_limit("entries", found.len() as u64, limits::MAX_ENTRIES)
+        .map_err(Error::format(source.display().to_string()))?;
 
     // Normalise the node's IP out of the paths.
     let addrs: Vec<Ipv4Addr> = {
@@ -159,29 +213,79 @@ pub fn snapshot_with_state(
         all
     };
     let ip = ipnorm::choose(&addrs, opts.ip)?;
-    let mut items: Vec<(String, Found)> = found
+    let mut items: Vec<Item> = found
         .into_iter()
-        .map(|f| {
-            let path = match ip {
-                Some(ip) => ipnorm::normalise(&f.rel, ip)?,
-                None if ipnorm::is_normalised(&f.rel) => {
-                    return Err(ipnorm::IpError::PlaceholderInSource { path: f.rel }.into())
+        .map(|mut item| {
+            item.path = match ip {
+                Some(ip) => ipnorm::normalise(&item.rel, ip)?,
+                None if ipnorm::is_normalised(&item.rel) => {
+                    return Err(ipnorm::IpError::PlaceholderInSource { path: item.rel }.into())
                 }
-                None => f.rel.clone(),
+                None => item.rel.clone(),
             };
-            mpath::check(&path).map_err(Error::format(path.clone()))?;
-            Ok((path, f))
+            mpath::check(&item.path).map_err(Error::format(item.abs.display().to_string()))?;
+            if let Some(target) = &item.link {
+                mpath::check_link_target_contained(&item.path, target).map_err(|e| {
+                    Error::Refused(format!(
+                        "{} is a symlink to {target:?}, which a restore could not keep inside its target ({e}); \
+                         snapshot the directory it points to with --include, or leave the link out",
+                        item.abs.display()
+                    ))
+                })?;
+            }
+            Ok(item)
         })
         .collect::<Result<_>>()?;
-    items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    items.dedup_by(|a, b| a.0 == b.0);
+    items.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    items.dedup_by(|a, b| a.path == b.path);
 
     let label_path = opts.label.as_deref().unwrap_or(&source);
-    let source_label = match ip {
+    let label = match ip {
         Some(ip) => ipnorm::normalise(&label_path.to_string_lossy(), ip)
             .unwrap_or_else(|_| label_path.to_string_lossy().into()),
         None => label_path.to_string_lossy().into_owned(),
     };
+    FormatError::check_limit("label length", label.len() as u64, limits::MAX_LABEL_BYTES)
+        .map_err(Error::format(format!("source {label}")))?;
+    let bytes = items
+        .iter()
+        .filter(|i| i.is_file())
+        .map(|i| i.meta.len())
+        .sum();
+    Ok(SnapshotPlan {
+        source,
+        label,
+        ip,
+        items,
+        warnings,
+        bytes,
+    })
+}
+
+/// Reads, chunks and stores the planned files, then commits the manifest.
+pub fn execute(
+    repo: &Repository,
+    plan: &SnapshotPlan,
+    opts: &SnapshotOptions,
+    state: Option<&LocalState>,
+    progress: &dyn Progress,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let requests_before = repo.store().request_counts();
+    let mut warnings = plan.warnings.clone();
+    if let Some(s) = state {
+        // The cache holds its own RocksDB LOCK: inside the source it would
+        // be read as a live database, and snapshotted mid-write.
+        let dir = fs::canonicalize(s.dir()).unwrap_or_else(|_| s.dir().to_path_buf());
+        if dir.starts_with(&plan.source) {
+            return Err(Error::Refused(format!(
+                "the cache directory {} is inside the source {}; move it with --cache-dir",
+                dir.display(),
+                plan.source.display()
+            )));
+        }
+        warnings.extend(s.warnings.iter().cloned());
+    }
     let snapshots = repo.snapshots()?;
     let index = match state {
         Some(s) => s.chunk_index(repo, &snapshots)?,
@@ -190,23 +294,143 @@ pub fn snapshot_with_state(
     let (index_origin, index_epoch) = (index.origin, index.epoch);
     warnings.extend(index.warnings.iter().cloned());
 
-    let total: u64 = items
-        .iter()
-        .filter(|(_, f)| f.meta.is_file())
-        .map(|(_, f)| f.meta.len())
-        .sum();
-    progress.begin("snapshot", total);
-    let chunker = repo.config().chunker;
     let writer = ChunkWriter::new(repo, index);
-    let cached = |f: &Found| -> Option<FileResult> {
+    progress.begin("snapshot", plan.bytes);
+    let mut results = store_files(plan, opts, state, &writer, progress)?;
+    progress.end();
+    let files_from_cache = results.values().filter(|r| r.from_cache).count() as u64;
+
+    let mut records: Vec<(String, FileRecord)> = Vec::new();
+    let mut entries = Vec::with_capacity(plan.items.len());
+    for (i, item) in plan.items.iter().enumerate() {
+        let kind = if let Some(target) = &item.link {
+            EntryKind::Symlink {
+                target: target.clone(),
+            }
+        } else if item.meta.is_dir() {
+            EntryKind::Dir
+        } else {
+            let r = results.remove(&i).expect("every file was stored");
+            // Read and safe to remember, or taken from the cache (and
+            // kept); a file read but not rememberable loses its old record.
+            if let Some(rec) = r.record {
+                records.push((item.rel.clone(), rec));
+            }
+            EntryKind::File {
+                size: r.size,
+                hash: r.hash,
+                chunks: r.chunks,
+            }
+        };
+        entries.push(Entry {
+            path: item.path.clone(),
+            mode: item.meta.permissions().mode() & 0o7777,
+            mtime_ns: mtime_ns(&item.meta),
+            kind,
+        });
+    }
+
+    let parent = previous_of(repo, &snapshots, &plan.label)?;
+    let mut stats = Stats {
+        new_chunks: writer.new_chunks.load(Ordering::Relaxed),
+        new_stored_bytes: writer.new_bytes.load(Ordering::Relaxed),
+        ..Stats::default()
+    };
+    for (_, size, _, chunks) in entries.iter().filter_map(file_of) {
+        stats.files += 1;
+        stats.logical_bytes += size;
+        stats.chunk_refs += chunks.len() as u64;
+    }
+    let manifest = Manifest {
+        height: opts.height,
+        created_unix_ns: now_unix_ns(),
+        source: plan.label.clone(),
+        tags: opts.tags.clone(),
+        parent,
+        chunker: repo.config().chunker,
+        zstd_level: repo.config().zstd_level,
+        warnings: fit_warnings(&warnings),
+        stats: stats.clone(),
+        entries,
+    };
+    interrupt::check()?;
+    let key = repo.commit(&manifest)?;
+    if let Some(s) = state {
+        let chunks = manifest
+            .files()
+            .flat_map(|(_, _, _, chunks)| chunks.iter().map(|c| (c.id, c.stored_len)));
+        // The snapshot is committed; a cache that cannot be updated only
+        // makes the next one slower.
+        if let Err(e) = s.record(index_epoch, &manifest.source, &records, chunks, &key) {
+            warnings.push(format!("local state not updated: {e}"));
+        }
+    }
+    Ok(SnapshotReport {
+        key,
+        entries: manifest.entries.len() as u64,
+        reused_chunk_refs: stats.chunk_refs - writer.stored_refs.load(Ordering::Relaxed),
+        bytes_read: writer.bytes_read.load(Ordering::Relaxed),
+        stats,
+        normalised_ip: plan.ip,
+        warnings,
+        files_from_cache,
+        index: index_origin,
+        requests: repo
+            .store()
+            .request_counts()
+            .map(|c| c.since(requests_before)),
+        duration: started.elapsed(),
+    })
+}
+
+fn file_of(e: &Entry) -> Option<(&Entry, u64, &Hash, &[ChunkRef])> {
+    match &e.kind {
+        EntryKind::File { size, hash, chunks } => Some((e, *size, hash, chunks.as_slice())),
+        _ => None,
+    }
+}
+
+/// Warnings as the format allows them: at most [`limits::MAX_WARNINGS`],
+/// each at most [`limits::MAX_LABEL_BYTES`] bytes.
+fn fit_warnings(warnings: &[String]) -> Vec<String> {
+    let max = limits::MAX_LABEL_BYTES as usize;
+    let fit = |w: &str| -> String {
+        if w.len() <= max {
+            return w.to_string();
+        }
+        let mut end = max - 3;
+        while !w.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &w[..end])
+    };
+    let keep = limits::MAX_WARNINGS as usize;
+    let mut out: Vec<String> = warnings.iter().take(keep).map(|w| fit(w)).collect();
+    if warnings.len() > keep {
+        out.pop();
+        out.push(format!("and {} more warnings", warnings.len() - keep + 1));
+    }
+    out
+}
+
+/// Chunks and stores every planned file (or takes it from the stat cache),
+/// in parallel; keyed by the item's index in the plan.
+fn store_files(
+    plan: &SnapshotPlan,
+    opts: &SnapshotOptions,
+    state: Option<&LocalState>,
+    writer: &ChunkWriter<'_>,
+    progress: &dyn Progress,
+) -> Result<HashMap<usize, FileResult>> {
+    let cached = |item: &Item| -> Option<FileResult> {
         let state = state.filter(|_| !opts.rehash)?;
-        let rec = state.file(&source_label, &f.rel)?;
-        let linked = opts.hard_linked.contains(&f.rel);
+        let rec = state.file(&plan.label, &item.rel)?;
+        let linked = opts.hard_linked.contains(&item.rel);
         let stat = opts
             .origin
-            .get(&f.rel)
+            .get(&item.rel)
             .copied()
-            .unwrap_or_else(|| Stat::of(&f.meta));
+            .unwrap_or_else(|| Stat::of(&item.meta));
         if !rec.stat.same(&stat, linked) {
             return None;
         }
@@ -227,140 +451,44 @@ pub fn snapshot_with_state(
             from_cache: true,
         })
     };
-    let files: Vec<(usize, &Found)> = items
+    let files: Vec<(usize, &Item)> = plan
+        .items
         .iter()
         .enumerate()
-        .filter(|(_, (_, f))| f.meta.is_file())
-        .map(|(i, (_, f))| (i, f))
+        .filter(|(_, item)| item.is_file())
         .collect();
     let jobs = match opts.jobs {
         0 => (2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(repo.store().parallelism()),
+            .max(writer.repo.store().parallelism()),
         n => n,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build()
         .map_err(|e| Error::Refused(format!("cannot start {jobs} snapshot workers: {e}")))?;
-    let results: Vec<(usize, FileResult)> = pool.install(|| {
+    let chunker = writer.repo.config().chunker;
+    pool.install(|| {
         files
             .par_iter()
-            .map(|&(i, f)| {
-                let r = match cached(f) {
+            .map(|&(i, item)| {
+                interrupt::check()?;
+                let r = match cached(item) {
                     Some(r) => r,
                     None => {
-                        let trusted = if opts.hard_linked.contains(&f.rel) {
+                        let trusted = if opts.hard_linked.contains(&item.rel) {
                             Trusted::HardLink
-                        } else if let Some(origin) = opts.origin.get(&f.rel) {
+                        } else if let Some(origin) = opts.origin.get(&item.rel) {
                             Trusted::Origin(*origin)
                         } else {
                             Trusted::No
                         };
-                        store_file(f, &chunker, &writer, trusted)?
+                        store_file(item, &chunker, writer, trusted)?
                     }
                 };
                 progress.advance(r.size);
                 Ok((i, r))
             })
             .collect::<Result<_>>()
-    })?;
-    progress.end();
-    let files_from_cache = results.iter().filter(|(_, r)| r.from_cache).count() as u64;
-    let mut by_index: HashMap<usize, FileResult> = results.into_iter().collect();
-    let mut records: Vec<(String, FileRecord)> = Vec::new();
-
-    let mut entries = Vec::with_capacity(items.len());
-    for (i, (path, f)) in items.iter().enumerate() {
-        let kind = if f.meta.is_dir() {
-            EntryKind::Dir
-        } else if f.meta.file_type().is_symlink() {
-            let target = fs::read_link(&f.abs).map_err(Error::io("read symlink", &f.abs))?;
-            let target = target.to_str().ok_or_else(|| {
-                Error::Refused(format!("{}: symlink target is not UTF-8", f.abs.display()))
-            })?;
-            EntryKind::Symlink {
-                target: target.to_string(),
-            }
-        } else {
-            let r = by_index.remove(&i).expect("every file was stored");
-            // Read and safe to remember, or taken from the cache (and
-            // kept); a file read but not rememberable loses its old record.
-            if let Some(rec) = r.record {
-                records.push((f.rel.clone(), rec));
-            }
-            EntryKind::File {
-                size: r.size,
-                hash: r.hash,
-                chunks: r.chunks,
-            }
-        };
-        entries.push(Entry {
-            path: path.clone(),
-            mode: f.meta.permissions().mode() & 0o7777,
-            mtime_ns: mtime_ns(&f.meta),
-            kind,
-        });
-    }
-
-    let parent = previous_of(repo, &snapshots, &source_label)?;
-    let (files_n, logical) = entries
-        .iter()
-        .fold((0u64, 0u64), |(n, b), e| match &e.kind {
-            EntryKind::File { size, .. } => (n + 1, b + size),
-            _ => (n, b),
-        });
-    let chunk_refs: u64 = entries
-        .iter()
-        .map(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks.len() as u64,
-            _ => 0,
-        })
-        .sum();
-    let stats = Stats {
-        files: files_n,
-        logical_bytes: logical,
-        chunk_refs,
-        new_chunks: writer.new_chunks.load(Ordering::Relaxed),
-        new_stored_bytes: writer.new_bytes.load(Ordering::Relaxed),
-    };
-    let manifest = Manifest {
-        height: opts.height,
-        created_unix_ns: now_unix_ns(),
-        source: source_label,
-        tags: opts.tags.clone(),
-        parent,
-        chunker,
-        zstd_level: repo.config().zstd_level,
-        warnings: warnings.clone(),
-        stats: stats.clone(),
-        entries,
-    };
-    let key = repo.commit(&manifest)?;
-    if let Some(s) = state {
-        let chunks = manifest
-            .files()
-            .flat_map(|(_, _, _, chunks)| chunks.iter().map(|c| (c.id, c.stored_len)));
-        // The snapshot is committed; a cache that cannot be updated only
-        // makes the next one slower.
-        if let Err(e) = s.record(index_epoch, &manifest.source, &records, chunks, &key) {
-            warnings.push(format!("local state not updated: {e}"));
-        }
-    }
-    Ok(SnapshotReport {
-        key,
-        entries: manifest.entries.len() as u64,
-        reused_chunk_refs: chunk_refs - writer.stored_refs.load(Ordering::Relaxed),
-        bytes_read: writer.bytes_read.load(Ordering::Relaxed),
-        stats,
-        normalised_ip: ip,
-        warnings,
-        files_from_cache,
-        index: index_origin,
-        requests: repo
-            .store()
-            .request_counts()
-            .map(|c| c.since(requests_before)),
-        duration: started.elapsed(),
     })
 }
 
@@ -388,96 +516,195 @@ fn mtime_ns(meta: &Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
-/// An `--include` as a relative path that exists under the source.
-pub(crate) fn checked_include<'a>(source: &Path, inc: &'a str) -> Result<&'a str> {
-    let inc = inc.trim_end_matches('/').trim_start_matches("./");
-    mpath::check(inc).map_err(Error::format(format!("--include {inc}")))?;
-    if fs::symlink_metadata(source.join(inc)).is_err() {
-        return Err(Error::IncludeMissing {
-            path: inc.to_string(),
-        });
-    }
-    Ok(inc)
+/// Where a walk starts: the source itself (`rel` empty) or an include.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub rel: String,
+    /// The path to walk; an include that is a symlink is followed here.
+    pub abs: PathBuf,
 }
 
-/// Walks the source (or the included parts of it), never following links.
-fn walk(source: &Path, includes: &[String], warnings: &mut Vec<String>) -> Result<Vec<Found>> {
-    let mut roots: Vec<String> = Vec::new();
-    let mut found: Vec<Found> = Vec::new();
+/// The walk's roots: the whole source, or the checked includes without
+/// duplicates and without includes inside other includes. An include must
+/// exist and its ancestors must be real directories under the source; the
+/// include itself may be a symlink to a directory (followed).
+pub(crate) fn roots(source: &Path, includes: &[String]) -> Result<Vec<Root>> {
     if includes.is_empty() {
-        roots.push(String::new());
-    } else {
-        for inc in includes {
-            let inc = checked_include(source, inc)?;
-            // The include's ancestors become directory entries.
-            let mut ancestor = mpath::parent(inc);
-            while let Some(dir) = ancestor {
-                let abs = source.join(dir);
-                let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-                found.push(Found {
-                    rel: dir.to_string(),
-                    abs,
-                    meta,
-                });
-                ancestor = mpath::parent(dir);
+        return Ok(vec![Root {
+            rel: String::new(),
+            abs: source.to_path_buf(),
+        }]);
+    }
+    let mut incs = Vec::new();
+    for inc in includes {
+        let inc = inc.trim_end_matches('/').trim_start_matches("./");
+        mpath::check(inc).map_err(Error::format(format!("--include {inc}")))?;
+        if fs::symlink_metadata(source.join(inc)).is_err() {
+            return Err(Error::IncludeMissing {
+                path: inc.to_string(),
+            });
+        }
+        let mut ancestor = mpath::parent(inc);
+        while let Some(dir) = ancestor {
+            match fs::symlink_metadata(source.join(dir)) {
+                Ok(m) if m.is_dir() => {}
+                _ => {
+                    return Err(Error::Refused(format!(
+                        "--include {inc}: {dir} is not a directory under the source (a symlink is followed only when it is the include itself)"
+                    )))
+                }
             }
-            roots.push(inc.to_string());
+            ancestor = mpath::parent(dir);
+        }
+        incs.push(inc.to_string());
+    }
+    incs.sort();
+    incs.dedup();
+    let nested = |i: &String| {
+        incs.iter()
+            .any(|o| o != i && i.starts_with(o.as_str()) && i.as_bytes()[o.len()] == b'/')
+    };
+    Ok(incs
+        .iter()
+        .filter(|i| !nested(i))
+        .map(|i| Root {
+            rel: i.clone(),
+            abs: source.join(i),
+        })
+        .collect())
+}
+
+/// Whether a name is one of blocksnap's own working entries (a stage, a
+/// restore's staging directory or journal), which no snapshot records.
+pub(crate) fn is_reserved(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes()
+        .starts_with(publish::RESERVED_PREFIX.as_bytes())
+}
+
+/// Walks the roots, never following a symlink except a root itself and the
+/// `dir_links` a stage made. Regular files, directories and symlinks are
+/// returned (manifest paths still to be set); other kinds are skipped with
+/// one warning.
+fn walk(
+    source: &Path,
+    roots: Vec<Root>,
+    dir_links: &HashSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Item>> {
+    let mut found: Vec<Item> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut leftovers: Vec<String> = Vec::new();
+    let item = |rel: String, abs: PathBuf, meta: Metadata, link: Option<String>| Item {
+        path: String::new(),
+        rel,
+        abs,
+        meta,
+        link,
+    };
+    for root in &roots {
+        // The include's ancestors become directory entries.
+        let mut ancestor = mpath::parent(&root.rel);
+        while let Some(dir) = ancestor {
+            let abs = source.join(dir);
+            let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
+            found.push(item(dir.to_string(), abs, meta, None));
+            ancestor = mpath::parent(dir);
         }
     }
-    for root in roots {
-        let start = if root.is_empty() {
-            source.to_path_buf()
-        } else {
-            source.join(&root)
-        };
-        for entry in walkdir::WalkDir::new(&start)
+    let mut queue = roots;
+    while let Some(root) = queue.pop() {
+        let mut it = walkdir::WalkDir::new(&root.abs)
             .follow_links(false)
+            .follow_root_links(true)
             .sort_by_file_name()
-        {
+            .into_iter();
+        while let Some(entry) = it.next() {
             let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(&start).to_path_buf();
+                let path = e.path().unwrap_or(&root.abs).to_path_buf();
                 Error::Io {
                     op: "walk",
                     path,
-                    source: e.into(),
+                    cause: e.into(),
                 }
             })?;
-            let rel_path = entry
+            let below = entry
                 .path()
-                .strip_prefix(source)
-                .expect("walk stays under the source");
-            if rel_path.as_os_str().is_empty() {
-                continue;
-            }
-            let rel = rel_path
-                .to_str()
-                .ok_or_else(|| {
-                    Error::Refused(format!(
-                        "{}: file name is not UTF-8",
-                        entry.path().display()
-                    ))
-                })?
-                .to_string();
-            let meta = entry.metadata().map_err(|e| Error::Io {
-                op: "stat",
-                path: entry.path().to_path_buf(),
-                source: e.into(),
+                .strip_prefix(&root.abs)
+                .expect("walk stays under its root");
+            let below = below.to_str().ok_or_else(|| {
+                Error::Refused(format!(
+                    "{}: file name is not UTF-8",
+                    entry.path().display()
+                ))
             })?;
-            let ft = meta.file_type();
-            if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
-                warnings.push(format!(
-                    "skipped {rel}: not a regular file, directory or symlink"
-                ));
+            let rel = match (root.rel.is_empty(), below.is_empty()) {
+                (true, true) => continue,
+                (true, false) => below.to_string(),
+                (false, true) => root.rel.clone(),
+                (false, false) => format!("{}/{below}", root.rel),
+            };
+            if entry.depth() > 0 && is_reserved(entry.file_name()) {
+                if entry.file_name() != crate::stage::STAGE_DIR {
+                    leftovers.push(rel);
+                }
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
                 continue;
             }
-            found.push(Found {
-                rel,
-                abs: entry.path().to_path_buf(),
-                meta,
-            });
+            let abs = entry.path().to_path_buf();
+            let stat = if entry.depth() == 0 {
+                fs::metadata(&abs)
+            } else {
+                fs::symlink_metadata(&abs)
+            };
+            let meta = stat.map_err(Error::io("stat", &abs))?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                if dir_links.contains(&rel) {
+                    let meta = fs::metadata(&abs).map_err(Error::io("stat", &abs))?;
+                    if meta.is_dir() {
+                        queue.push(Root { rel, abs });
+                        continue;
+                    }
+                }
+                let target = fs::read_link(&abs).map_err(Error::io("read symlink", &abs))?;
+                let target = target.to_str().ok_or_else(|| {
+                    Error::Refused(format!("{}: symlink target is not UTF-8", abs.display()))
+                })?;
+                found.push(item(rel, abs, meta, Some(target.to_string())));
+            } else if ft.is_file() || ft.is_dir() {
+                found.push(item(rel, abs, meta, None));
+            } else {
+                skipped.push(rel);
+            }
         }
     }
+    if !skipped.is_empty() {
+        warnings.push(format!(
+            "skipped {} entr{} that {} not a regular file, directory or symlink: {}",
+            skipped.len(),
+            if skipped.len() == 1 { "y" } else { "ies" },
+            if skipped.len() == 1 { "is" } else { "are" },
+            sample(&skipped)
+        ));
+    }
+    if !leftovers.is_empty() {
+        warnings.push(format!(
+            "skipped blocksnap's own working entries (left by an interrupted run?): {}",
+            sample(&leftovers)
+        ));
+    }
     Ok(found)
+}
+
+/// Up to five names, and how many more.
+pub(crate) fn sample(names: &[String]) -> String {
+    let mut s = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        s.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    s
 }
 
 struct FileResult {
@@ -588,7 +815,7 @@ impl<'r> ChunkWriter<'r> {
         };
         let stored_len = u32::try_from(stored_len).map_err(|_| Error::Format {
             key: key.clone(),
-            source: crate::format::FormatError::corrupt(format!(
+            cause: crate::format::FormatError::corrupt(format!(
                 "stored object of {stored_len} bytes"
             )),
         })?;
@@ -615,7 +842,7 @@ enum Trusted {
 }
 
 fn store_file(
-    f: &Found,
+    f: &Item,
     params: &ChunkerParams,
     writer: &ChunkWriter<'_>,
     trusted: Trusted,
@@ -629,7 +856,7 @@ fn store_file(
         _ => Error::Io {
             op: "open",
             path: f.abs.clone(),
-            source: e,
+            cause: e,
         },
     })?;
     let before = file.metadata().map_err(Error::io("stat", &f.abs))?;
@@ -680,7 +907,7 @@ fn store_file(
             let c = c.map_err(|e| Error::Io {
                 op: "read",
                 path: f.abs.clone(),
-                source: std::io::Error::other(e.to_string()),
+                cause: std::io::Error::other(e.to_string()),
             })?;
             add(&c.data)?;
         }

@@ -34,6 +34,21 @@ pub enum Level {
     Full,
 }
 
+/// What a verify run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyOptions {
+    pub level: Level,
+    /// Chunk reads in flight for a full check (0: what the store suggests:
+    /// one per CPU locally, tens over a network).
+    pub jobs: usize,
+}
+
+impl From<Level> for VerifyOptions {
+    fn from(level: Level) -> VerifyOptions {
+        VerifyOptions { level, jobs: 0 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
@@ -112,12 +127,12 @@ impl VerifyReport {
 fn classify(e: &Error) -> ProblemKind {
     match e {
         Error::Missing { .. } => ProblemKind::Missing,
-        Error::Format { source, .. } => match source {
+        Error::Format { cause, .. } => match cause {
             FormatError::Truncated(_) => ProblemKind::Truncated,
             FormatError::NeedsNewer { .. } => ProblemKind::NeedsNewer,
             _ => ProblemKind::Corrupt,
         },
-        Error::BadChunk { source, .. } => classify(source),
+        Error::BadChunk { cause, .. } => classify(cause),
         Error::FileHashMismatch { .. } => ProblemKind::Corrupt,
         _ => ProblemKind::Unreadable,
     }
@@ -135,9 +150,10 @@ struct FirstRef {
 pub fn verify(
     repo: &Repository,
     keys: &[SnapshotKey],
-    level: Level,
+    opts: impl Into<VerifyOptions>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    let VerifyOptions { level, jobs } = opts.into();
     let started = Instant::now();
     let requests_before = repo.store().request_counts();
     let mut problems = Vec::new();
@@ -263,7 +279,11 @@ pub fn verify(
         work.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         // As many reads in flight as the store suggests: over a network
         // each worker mostly waits.
-        let workers = repo.store().parallelism();
+        let workers = if jobs == 0 {
+            repo.store().parallelism()
+        } else {
+            jobs
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers)
             .build()

@@ -60,7 +60,7 @@ pub(crate) async fn build(opts: &S3Options) -> Result<(Client, bool)> {
     let fail = |reason: String| Error::Store {
         op: "connect to",
         key: opts.url(),
-        source: std::io::Error::other(reason),
+        cause: std::io::Error::other(reason),
     };
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &opts.region {

@@ -172,6 +172,9 @@ impl S3Store {
     fn put_plain(&self, key: &str, bytes: &[u8], conditional: bool) -> Result<PutOutcome> {
         let object = self.object_key(key);
         let attempts = AtomicU32::new(0);
+        // The server checks the body against this and refuses a body
+        // damaged on the way (retried); over plain http nothing else would.
+        let md5 = content_md5(bytes);
         let outcome = self.run(Op::Put, key, || {
             attempts.fetch_add(1, Ordering::Relaxed);
             let mut req = self
@@ -180,6 +183,7 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(&object)
                 .content_length(bytes.len() as i64)
+                .content_md5(md5.clone())
                 .body(ByteStream::from(bytes.to_vec()));
             if conditional {
                 req = req.if_none_match("*");
@@ -219,11 +223,18 @@ enum PutOutcome {
     Unsupported,
 }
 
+/// The base64 MD5 of a body, for `Content-MD5`.
+fn content_md5(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+}
+
 fn store_error(op: &'static str, url: &str, message: String) -> Error {
     Error::Store {
         op,
         key: url.to_string(),
-        source: std::io::Error::other(message),
+        cause: std::io::Error::other(message),
     }
 }
 
@@ -349,9 +360,21 @@ impl Store for S3Store {
                     }
                 }
             }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-                _ => break,
+            // A page that does not say whether more follow is not taken as
+            // the end: a listing cut short would make objects look absent
+            // (and a prune delete what is still needed).
+            match (page.is_truncated(), page.next_continuation_token()) {
+                (Some(false), _) => break,
+                (Some(true), Some(t)) if token.as_deref() != Some(t) => token = Some(t.to_string()),
+                (truncated, t) => {
+                    return Err(store_error(
+                        "list",
+                        &self.url(prefix),
+                        format!(
+                            "the server's listing page is ambiguous (IsTruncated {truncated:?}, continuation token {t:?}): refusing to take it as complete"
+                        ),
+                    ))
+                }
             }
         }
         out.sort();

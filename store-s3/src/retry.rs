@@ -79,7 +79,10 @@ where
                 (501, _) => Class::NotImplemented,
                 (500..=599 | 429 | 408, _)
                 | (_, "RequestTimeout" | "SlowDown" | "Throttling" | "ThrottlingException")
-                | (_, "ConditionalRequestConflict" | "OperationAborted" | "InternalError") => {
+                | (_, "ConditionalRequestConflict" | "OperationAborted" | "InternalError")
+                // The body arrived damaged (Content-MD5 or the signed
+                // payload hash disagree): send it again.
+                | (_, "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch") => {
                     Class::Transient(text)
                 }
                 (403, _) => Class::Permanent(format!(

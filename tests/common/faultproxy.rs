@@ -30,6 +30,9 @@ struct Stats {
     /// A request-line fragment: the first PUT that contains it is forwarded
     /// and its response lost, whatever `percent` says.
     lose_first_put: std::sync::Mutex<Option<String>>,
+    /// A request-line fragment: the first PUT that contains it reaches the
+    /// server with one body byte flipped (damage in transit).
+    corrupt_first_put: std::sync::Mutex<Option<String>>,
 }
 
 impl FaultProxy {
@@ -65,6 +68,12 @@ impl FaultProxy {
     /// landed, but the client cannot know.
     pub fn lose_response_to_first_put(&self, fragment: &str) {
         *self.stats.lose_first_put.lock().unwrap() = Some(fragment.to_string());
+    }
+
+    /// Flips a byte in the body of the first PUT whose request line
+    /// contains `fragment` on its way to the server.
+    pub fn corrupt_first_put(&self, fragment: &str) {
+        *self.stats.corrupt_first_put.lock().unwrap() = Some(fragment.to_string());
     }
 
     /// Requests that carried a signature (an `Authorization` header or a
@@ -203,6 +212,20 @@ fn serve(client: TcpStream, upstream: SocketAddr, percent: u64, stats: &Stats) -
             }
             hit
         };
+        let corrupt = method == "PUT" && {
+            let mut target = stats.corrupt_first_put.lock().unwrap();
+            let hit = target.as_deref().is_some_and(|f| request_line.contains(f));
+            if hit {
+                *target = None;
+            }
+            hit
+        };
+        let mut request = request;
+        if corrupt && !request.body.is_empty() {
+            stats.faults.fetch_add(1, Ordering::Relaxed);
+            let mid = request.body.len() / 2;
+            request.body[mid] ^= 0x20;
+        }
         if lose {
             stats.faults.fetch_add(1, Ordering::Relaxed);
             forward(&mut server, upstream, &request, &method)?;

@@ -93,6 +93,18 @@ pub fn describe(root: &Path, swap: Option<(Ipv4Addr, Ipv4Addr)>) -> BTreeMap<Str
     out
 }
 
+/// What a restore published in `target`: its entries other than
+/// blocksnap's own working directories (empty when the target is absent).
+pub fn published(target: &Path) -> Vec<String> {
+    match fs::read_dir(target) {
+        Err(_) => Vec::new(),
+        Ok(it) => it
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".blocksnap-"))
+            .collect(),
+    }
+}
+
 /// Bytes of regular files under `root`.
 pub fn du(root: &Path) -> u64 {
     walkdir::WalkDir::new(root)

@@ -142,7 +142,7 @@ mod tests {
         }
         let wrapped = crate::Error::Format {
             key: "chunks/ab/ab12".into(),
-            source: FormatError::Truncated("x".into()),
+            cause: FormatError::Truncated("x".into()),
         };
         assert_eq!(wrapped.to_string(), "chunks/ab/ab12: truncated: x");
         let missing = crate::Error::Missing {

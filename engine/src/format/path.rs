@@ -2,9 +2,18 @@
 //!
 //! A manifest path is relative to the snapshot root, `/`-separated UTF-8,
 //! with no empty, `.` or `..` component and no NUL. These rules are what make
-//! a hostile manifest unable to name anything outside the restore target; the
-//! restorer additionally refuses entries below a symlink entry and symlink
-//! targets that leave the tree.
+//! a hostile manifest unable to name anything outside the restore target.
+//!
+//! Symlink targets have two rules. [`check_link_target`] is the format's:
+//! counted lexically, the target never climbs above the snapshot root. That
+//! alone is not sound, because a name inside the target may itself be a
+//! symlink (`a/up -> ..` makes `a/up/../..` climb two levels where the count
+//! sees none), so restore and snapshot also apply
+//! [`check_link_target_contained`]: `..` only as leading components. Then
+//! every `..` is taken from a real directory (the link's own, which restore
+//! creates as a directory, never a link), and what follows only descends,
+//! through names that are either real or links obeying the same rule, so
+//! no chain of links leads outside the root.
 
 use super::{limits, FormatError};
 
@@ -83,6 +92,28 @@ pub fn check_link_target(link: &str, target: &str) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// The restore rule for symlink targets (on top of [`check_link_target`]):
+/// `..` components may only lead the target. A `..` after a name could climb
+/// out of a directory that name's own symlink led into.
+pub fn check_link_target_contained(link: &str, target: &str) -> Result<(), FormatError> {
+    check_link_target(link, target)?;
+    let mut named = false;
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." if named => {
+                return Err(FormatError::UnsafePath {
+                    path: format!("{link} -> {target}"),
+                    reason: "`..` after a name in a symlink target (the name may be a symlink that leads elsewhere)",
+                })
+            }
+            ".." => {}
+            _ => named = true,
+        }
+    }
+    Ok(())
+}
+
 /// The parent of a manifest path, or `None` for a top-level entry.
 pub fn parent(path: &str) -> Option<&str> {
     path.rfind('/').map(|i| &path[..i])
@@ -131,5 +162,30 @@ mod tests {
         assert!(check_link_target("a/link", "../../outside").is_err());
         assert!(check_link_target("a/link", "/etc").is_err());
         assert!(check_link_target("a/link", "").is_err());
+    }
+
+    #[test]
+    fn symlink_chains_cannot_climb_out() {
+        // `a/up -> ..` is fine on its own; a chain through it is not.
+        check_link_target_contained("a/up", "..").unwrap();
+        let chain = "a/up/a/up/a/up/../../etc";
+        assert!(check_link_target("esc", chain).is_ok(), "lexically fine");
+        assert!(check_link_target_contained("esc", chain).is_err());
+        for ok in [
+            "../.storage",
+            "../../x/y",
+            "b",
+            "./b/c/",
+            "..",
+            "a/up/a/up/x",
+        ] {
+            check_link_target_contained("d1/d2/link", ok).unwrap();
+        }
+        for bad in ["b/../c", "../x/..", "x/./../y", "../../../x"] {
+            assert!(
+                check_link_target_contained("d1/d2/link", bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

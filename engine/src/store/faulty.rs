@@ -31,7 +31,7 @@ impl<S: Store> FaultyStore<S> {
             return Err(Error::Store {
                 op,
                 key: key.to_string(),
-                source: io::Error::new(io::ErrorKind::ConnectionReset, "injected fault"),
+                cause: io::Error::new(io::ErrorKind::ConnectionReset, "injected fault"),
             });
         }
         Ok(())

@@ -1,35 +1,52 @@
 //! A repository in a local directory: one file per object, at its key.
 //!
-//! A write goes to `tmp/`, is fsynced, then hard-linked to its key. The link
-//! fails when the key exists, which gives `put_if_absent` without a race
-//! between hosts sharing the directory (NFS aside), and a crash can never
-//! leave a partial object under a real key. `flush` fsyncs the directories
-//! that gained entries, so the links themselves survive a power cut before
-//! the manifest that names them is written.
+//! A write goes to a new file in `tmp/` with a random name, created with
+//! `O_CREAT | O_EXCL | O_NOFOLLOW` (no existing file, no planted symlink
+//! and no other writer's temp file can be opened by mistake, whatever the
+//! PID namespace), is fsynced, then hard-linked to its key. The link fails
+//! when the key exists, which gives `put_if_absent` without a race between
+//! hosts sharing the directory (NFS aside), and a crash can never leave a
+//! partial object under a real key.
+//!
+//! Every path below the root is walked one component at a time without
+//! following symlinks ([`crate::fsx`]): a symlink planted in a shared
+//! repository is an error, never a way out of it.
+//!
+//! `flush` fsyncs every directory whose entries this handle wrote *or
+//! relied on*: a put that found its key taken, a size query that found an
+//! object, a listing. A chunk linked by another writer that crashed before
+//! its own flush is thus made durable by whoever next commits a manifest
+//! naming it (FORMAT.md §10).
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use super::Store;
 use crate::error::{Error, Result};
+use crate::fsx::{DirFd, EntryType};
 
 pub struct LocalStore {
     root: PathBuf,
+    dir: OnceLock<DirFd>,
     tmp_counter: AtomicU64,
-    dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// Directories (relative to the root, "" for the root) to fsync at the
+    /// next flush.
+    dirty_dirs: Mutex<HashSet<String>>,
 }
 
-const TMP_DIR: &str = "tmp";
+/// Where writes in progress live; never listed, never an object.
+pub const TMP_DIR: &str = "tmp";
 
 impl LocalStore {
     /// Opens (without creating) the directory `root`.
     pub fn open(root: impl Into<PathBuf>) -> LocalStore {
         LocalStore {
             root: root.into(),
+            dir: OnceLock::new(),
             tmp_counter: AtomicU64::new(0),
             dirty_dirs: Mutex::new(HashSet::new()),
         }
@@ -39,43 +56,108 @@ impl LocalStore {
         &self.root
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
-    }
-
     fn store_err<'k>(op: &'static str, key: &'k str) -> impl FnOnce(io::Error) -> Error + 'k {
-        move |source| Error::Store {
+        move |cause| Error::Store {
             op,
             key: key.to_string(),
-            source,
+            cause,
         }
     }
 
-    fn write_tmp(&self, key: &str, bytes: &[u8]) -> Result<PathBuf> {
-        let tmp_dir = self.root.join(TMP_DIR);
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = tmp_dir.join(format!("{}-{n}", std::process::id()));
-        let write = |tmp: &Path| -> io::Result<()> {
-            let mut f = File::create(tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        };
-        match write(&tmp) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&tmp_dir).map_err(Self::store_err("create tmp dir for", key))?;
-                write(&tmp)
-            }
-            other => other,
+    /// The root directory (opened once; the operator's path is resolved the
+    /// ordinary way, everything below it is not).
+    fn root_dir(&self) -> io::Result<&DirFd> {
+        if let Some(d) = self.dir.get() {
+            return Ok(d);
         }
-        .map_err(Self::store_err("write", key))?;
-        Ok(tmp)
+        let d = DirFd::open(&self.root)?;
+        Ok(self.dir.get_or_init(|| d))
     }
+
+    /// The directory part of a key, entered without following links.
+    fn dir_of(&self, dir: &str) -> io::Result<DirFd> {
+        let root = self.root_dir()?;
+        if dir.is_empty() {
+            root.try_clone()
+        } else {
+            root.open_path(dir)
+        }
+    }
+
+    /// The directory part of a key, created as needed (each new directory
+    /// is an entry its parent must make durable).
+    fn make_dir(&self, dir: &str) -> io::Result<DirFd> {
+        let mut d = self.root_dir()?.try_clone()?;
+        let mut rel = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            match d.open_dir(part) {
+                Ok(next) => d = next,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match d.create_dir(part) {
+                        Ok(()) => {
+                            self.dirty(&rel);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e),
+                    }
+                    d = d.open_dir(part)?;
+                }
+                Err(e) => return Err(e),
+            }
+            rel = if rel.is_empty() {
+                part.to_string()
+            } else {
+                format!("{rel}/{part}")
+            };
+        }
+        Ok(d)
+    }
+
+    fn dirty(&self, dir: &str) {
+        self.dirty_dirs
+            .lock()
+            .expect("dirty dirs lock")
+            .insert(dir.to_string());
+    }
+
+    /// A name no other writer, in any PID namespace, will pick: this
+    /// process's random hasher keys (from the OS), the time and a counter.
+    fn tmp_name(&self) -> String {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let seed = (std::process::id(), crate::repo::now_unix_ns(), n);
+        let a = RandomState::new().hash_one(seed);
+        let b = RandomState::new().hash_one((seed, a));
+        format!("{a:016x}{b:016x}")
+    }
+
+    /// Writes `bytes` to a new temp file, durable; returns its name.
+    fn write_tmp(&self, tmp: &DirFd, key: &str, bytes: &[u8]) -> Result<String> {
+        loop {
+            let name = self.tmp_name();
+            let mut f = match tmp.create_file(&name, 0o644) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Self::store_err("write", key)(e)),
+            };
+            let written = f.write_all(bytes).and_then(|_| f.sync_all());
+            if let Err(e) = written {
+                let _ = tmp.unlink(&name);
+                return Err(Self::store_err("write", key)(e));
+            }
+            return Ok(name);
+        }
+    }
+}
+
+fn split(key: &str) -> (&str, &str) {
+    key.rsplit_once('/').unwrap_or(("", key))
 }
 
 impl Store for LocalStore {
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
+        let (dir, name) = split(key);
         let read = || -> io::Result<std::result::Result<Vec<u8>, u64>> {
-            let f = File::open(self.path(key))?;
+            let f = self.dir_of(dir)?.open_file(name)?;
             let len = f.metadata()?.len();
             if len > max_len {
                 return Ok(Err(len));
@@ -85,14 +167,14 @@ impl Store for LocalStore {
             f.take(max_len + 1).read_to_end(&mut out)?;
             Ok(Ok(out))
         };
-        let bytes = read().map_err(|source| match source.kind() {
+        let bytes = read().map_err(|cause| match cause.kind() {
             io::ErrorKind::NotFound => Error::Missing {
                 key: key.to_string(),
             },
             _ => Error::Store {
                 op: "read",
                 key: key.to_string(),
-                source,
+                cause,
             },
         })?;
         match bytes {
@@ -103,78 +185,80 @@ impl Store for LocalStore {
     }
 
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
-        let dest = self.path(key);
-        if dest.exists() {
+        let (dir, name) = split(key);
+        if self.size(key)?.is_some() {
             return Ok(false);
         }
-        let tmp = self.write_tmp(key, bytes)?;
-        let parent = dest.parent().expect("keys have a parent").to_path_buf();
-        let mut linked = fs::hard_link(&tmp, &dest);
-        if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-            fs::create_dir_all(&parent).map_err(Self::store_err("create directory for", key))?;
-            // New directories are entries in their parents, up to the root.
-            let mut dirty = self.dirty_dirs.lock().expect("dirty dirs lock");
-            for dir in parent.ancestors().skip(1) {
-                dirty.insert(dir.to_path_buf());
-                if dir == self.root {
-                    break;
-                }
-            }
-            drop(dirty);
-            linked = fs::hard_link(&tmp, &dest);
-        }
-        let _ = fs::remove_file(&tmp);
+        let tmp = self
+            .make_dir(TMP_DIR)
+            .map_err(Self::store_err("create tmp dir for", key))?;
+        let tmp_name = self.write_tmp(&tmp, key, bytes)?;
+        let linked = self
+            .make_dir(dir)
+            .and_then(|d| tmp.link(&tmp_name, &d, name));
+        let _ = tmp.unlink(&tmp_name);
+        self.dirty(dir);
         match linked {
-            Ok(()) => {
-                self.dirty_dirs
-                    .lock()
-                    .expect("dirty dirs lock")
-                    .insert(parent);
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(Self::store_err("link", key)(e)),
         }
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
-        match fs::metadata(self.path(key)) {
-            Ok(m) => Ok(Some(m.len())),
+        let (dir, name) = split(key);
+        let found = match self.dir_of(dir) {
+            Ok(d) => d.stat(name),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Self::store_err("stat", key)(e)),
+            Err(e) => Err(e),
+        }
+        .map_err(Self::store_err("stat", key))?;
+        match found {
+            None => Ok(None),
+            Some(m) if m.kind == EntryType::File => {
+                self.dirty(dir);
+                Ok(Some(m.size))
+            }
+            Some(_) => Err(Self::store_err("stat", key)(io::Error::other(
+                "not a regular file (a repository object is never a directory or a symlink)",
+            ))),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         // Walk the deepest directory the prefix names in full.
         let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
-        let start = self.root.join(dir_part);
-        if !start.exists() {
-            return Ok(Vec::new());
-        }
+        let start = match self.dir_of(dir_part) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::store_err("list", prefix)(e)),
+        };
         let mut out = Vec::new();
-        for entry in walkdir::WalkDir::new(&start).sort_by_file_name() {
-            let entry = entry.map_err(|e| Error::Store {
-                op: "list",
-                key: prefix.to_string(),
-                source: e.into(),
-            })?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .expect("walk stays under the root");
-            let Some(key) = rel
-                .to_str()
-                .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
-            else {
-                continue;
-            };
-            if key.starts_with(prefix) && !key.starts_with("tmp/") {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((key, size));
+        let mut stack = vec![(start, dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            self.dirty(&rel);
+            for name in dir.names().map_err(Self::store_err("list", prefix))? {
+                let key = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if key == TMP_DIR || !(key.starts_with(prefix) || prefix.starts_with(&key)) {
+                    continue;
+                }
+                match dir.stat(&name).map_err(Self::store_err("list", prefix))? {
+                    Some(m) if m.kind == EntryType::Dir => {
+                        stack.push((
+                            dir.open_dir(&name)
+                                .map_err(Self::store_err("list", prefix))?,
+                            key,
+                        ));
+                    }
+                    Some(m) if m.kind == EntryType::File && key.starts_with(prefix) => {
+                        out.push((key, m.size))
+                    }
+                    _ => {}
+                }
             }
         }
         out.sort();
@@ -182,13 +266,11 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        match fs::remove_file(self.path(key)) {
-            Ok(()) => {
-                if let Some(parent) = self.path(key).parent() {
-                    self.dirty_dirs
-                        .lock()
-                        .expect("dirty dirs lock")
-                        .insert(parent.to_path_buf());
+        let (dir, name) = split(key);
+        match self.dir_of(dir) {
+            Ok(d) => {
+                if d.unlink(name).map_err(Self::store_err("delete", key))? {
+                    self.dirty(dir);
                 }
                 Ok(())
             }
@@ -198,16 +280,19 @@ impl Store for LocalStore {
     }
 
     fn flush(&self) -> Result<()> {
-        let dirs: Vec<PathBuf> = self
+        let dirs: Vec<String> = self
             .dirty_dirs
             .lock()
             .expect("dirty dirs lock")
             .drain()
             .collect();
         for dir in dirs {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(Error::io("fsync directory", &dir))?;
+            let shown = self.root.join(&dir);
+            match self.dir_of(&dir) {
+                Ok(d) => d.sync().map_err(Error::io("fsync directory", &shown))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("open directory", &shown)(e)),
+            }
         }
         Ok(())
     }
@@ -236,20 +321,65 @@ mod tests {
             keys,
             vec![("snapshots/a".into(), 1), ("snapshots/b".into(), 3)]
         );
+        assert_eq!(store.list("chunks/").unwrap().len(), 1);
         assert_eq!(store.size("chunks/ab/cd").unwrap(), Some(2));
         assert!(store.get("nope", 10).unwrap_err().is_missing());
         assert!(matches!(
             store.get("snapshots/b", 2),
             Err(Error::Format {
-                source: crate::format::FormatError::Limit { .. },
+                cause: crate::format::FormatError::Limit { .. },
                 ..
             })
         ));
         store.delete("chunks/ab/cd").unwrap();
         assert_eq!(store.size("chunks/ab/cd").unwrap(), None);
-        assert!(fs::read_dir(dir.path().join("tmp"))
+        assert!(std::fs::read_dir(dir.path().join("tmp"))
             .unwrap()
             .next()
             .is_none());
+    }
+
+    /// Before temp names were random, two writers with the same pid (two
+    /// containers, each blocksnap as PID 1, sharing a bind-mounted
+    /// repository; or two handles in one process, as here) wrote the same
+    /// `tmp/<pid>-<n>` and could publish each other's bytes under the wrong
+    /// key; and a symlink planted at the predictable name made a writer
+    /// write through it.
+    #[test]
+    fn writers_with_one_pid_never_share_a_temp_file_or_follow_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::create_dir_all(dir.path().join("repo/tmp")).unwrap();
+        for n in 0..64 {
+            let planted = dir
+                .path()
+                .join(format!("repo/tmp/{}-{n}", std::process::id()));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        let a = LocalStore::open(dir.path().join("repo"));
+        let b = LocalStore::open(dir.path().join("repo"));
+        std::thread::scope(|s| {
+            for (store, tag) in [(&a, "a"), (&b, "b")] {
+                s.spawn(move || {
+                    for i in 0..200 {
+                        let key = format!("chunks/{tag}/{i}");
+                        let bytes = format!("{tag}{i}").repeat(1000);
+                        assert!(store.put_if_absent(&key, bytes.as_bytes()).unwrap());
+                    }
+                });
+            }
+        });
+        for tag in ["a", "b"] {
+            for i in 0..200 {
+                let got = a.get(&format!("chunks/{tag}/{i}"), 1 << 20).unwrap();
+                assert_eq!(got, format!("{tag}{i}").repeat(1000).as_bytes());
+            }
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // A symlink in place of a directory is an error, not a detour.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("repo/snapshots")).unwrap();
+        assert!(a.put_if_absent("snapshots/x", b"x").is_err());
+        assert!(a.get("snapshots/victim", 100).is_err());
     }
 }

@@ -104,7 +104,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 pub fn too_large(key: &str, len: u64, max_len: u64) -> Error {
     Error::Format {
         key: key.to_string(),
-        source: FormatError::Limit {
+        cause: FormatError::Limit {
             limit: "object size",
             value: len,
             max: max_len,
