@@ -369,6 +369,149 @@ fn live_node_is_refused_and_a_staged_snapshot_restarts_it() {
         .stderr(predicate::str::contains("--start-cmd"));
 }
 
+/// Holds `lock` with flock(1) until the returned child is killed.
+fn hold_lock(lock: &Path) -> std::process::Child {
+    let node = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(lock)
+        .args(["sleep", "600"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::process::Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node
+}
+
+/// Issue #9, item 7: a signal between the stop and the start command used
+/// to leave the node stopped (the start command relied on `Drop`, which a
+/// signal's default action never runs).
+#[test]
+fn a_signal_during_a_staged_snapshot_restarts_the_node_and_exits_cleanly() {
+    let s = Setup::new();
+    let lock = s.source().join(".storage/db_10.0.0.7:7100_icon_dex/LOCK");
+    for (signal, name, code) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGINT, "SIGINT", 130),
+    ] {
+        // The stop command "fails to stop" the node: blocksnap waits for
+        // its lock, and is signalled while it waits.
+        let mut node = hold_lock(&lock);
+        let started = s.dir.path().join(format!("started-{name}"));
+        let stopped = s.dir.path().join(format!("stopped-{name}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blocksnap"))
+            .env("BLOCKSNAP_REPO", s.repo())
+            .env("BLOCKSNAP_CACHE_DIR", s.dir.path().join("cache"))
+            .args([
+                "snapshot",
+                "--height",
+                "8",
+                "--stop-timeout",
+                "120",
+                "--stop-cmd",
+            ])
+            .arg(format!("touch '{}'", stopped.display()))
+            .arg("--start-cmd")
+            .arg(format!("touch '{}'", started.display()))
+            .arg("--source")
+            .arg(s.source())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !stopped.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never stopped the node"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // SAFETY: kill takes plain integers.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(code), "{err}");
+        assert!(
+            err.contains(&format!("interrupted by {name}"))
+                && err.contains("start command was run"),
+            "{err}"
+        );
+        assert!(started.exists(), "{name} left the node stopped");
+        assert!(
+            !s.source().join(".blocksnap-stage").exists(),
+            "stage left behind"
+        );
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+    assert!(json_list(&s).is_empty());
+}
+
+/// Issue #9, item 17: the cause of an error used to be printed two or three
+/// times (in the message and again from the `source` chain).
+#[test]
+fn errors_name_their_cause_once() {
+    let s = Setup::new();
+    // A config with a zstd level no blocksnap writes.
+    let config = s.repo().join("config");
+    let mut c =
+        blocksnap::format::config::RepoConfig::decode(&std::fs::read(&config).unwrap()).unwrap();
+    c.zstd_level = 99;
+    let damaged = tempfile::tempdir().unwrap();
+    std::fs::write(damaged.path().join("config"), c.encode()).unwrap();
+    let out = blocksnap(damaged.path()).arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "blocksnap: error: config: corrupt: zstd level 99 out of range\n"
+    );
+
+    // A chunk whose bytes changed: the file, the chunk, the object, why.
+    let snap = s.snapshot(3);
+    let key = snap["key"].as_str().unwrap();
+    let manifest =
+        blocksnap::format::manifest::Manifest::decode(&std::fs::read(s.repo().join(key)).unwrap())
+            .unwrap();
+    let (entry, _, _, chunks) = manifest.files().max_by_key(|f| f.1).unwrap();
+    let chunk = chunks[0].id.to_hex();
+    let object = format!("chunks/{}/{chunk}", &chunk[..2]);
+    let path = s.repo().join(&object);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let out = blocksnap(&s.repo())
+        .args([
+            "restore", "latest", "--ip", "10.0.0.9", "--jobs", "1", "--target",
+        ])
+        .arg(s.dir.path().join("restored"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "blocksnap: error: {}: chunk {chunk} (at offset 0): {object}: corrupt: ",
+        entry.path.replace("CHANGEIP", "10.0.0.9")
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("corrupt: ").count(), 1, "{err}");
+}
+
 fn json_list(s: &Setup) -> Vec<serde_json::Value> {
     let out = blocksnap(&s.repo())
         .args(["list", "--json"])

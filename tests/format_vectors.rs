@@ -115,6 +115,12 @@ fn golden_fastcdc_boundaries() {
         &vec![0u8; 64 << 10],
         SMALL,
     );
+    case(
+        "odd tail",
+        "first 5728 bytes of the same (the file's odd last byte is never a cut candidate)",
+        &big[..5728],
+        SMALL,
+    );
     let text = serde_json::to_string_pretty(&json!(cases)).unwrap() + "\n";
     check_file("boundaries.json", text.as_bytes());
 
@@ -126,11 +132,109 @@ fn golden_fastcdc_boundaries() {
         "zeros cut at max: {cuts:?}"
     );
     assert_eq!(chunking::cuts(&big[..1023], &SMALL).count(), 1);
+    let odd: Vec<usize> = chunking::cuts(&big[..5728], &SMALL)
+        .map(|c| c.len)
+        .collect();
+    assert_eq!(odd, vec![4339, 1389], "FORMAT.md §4's odd-tail example");
     let over: Vec<_> = chunking::cuts(&big[..16385], &SMALL).collect();
     assert!(
         over.len() >= 2 && over.iter().all(|c| c.len <= 16384),
         "{over:?}"
     );
+}
+
+/// A reader that hands out at most `step` bytes per read.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// Files over 64 MiB are cut by `StreamCDC`; FORMAT.md §4 says it cuts
+/// exactly where `FastCDC` does, whatever the reads return.
+#[test]
+fn streamed_cuts_equal_mapped_cuts() {
+    let big = pseudo_random("blocksnap boundaries v1", 8 << 20);
+    for (params, data, step) in [
+        (chunking::DEFAULT_PARAMS, &big[..], 100_003),
+        (SMALL, &big[..(1 << 20) + 5731], 777),
+        (SMALL, &big[..5728], 1),
+    ] {
+        let mapped: Vec<(usize, usize)> = chunking::cuts(data, &params)
+            .map(|c| (c.offset, c.len))
+            .collect();
+        let streamed: Vec<(usize, usize)> = fastcdc::v2020::StreamCDC::new(
+            Trickle { data, step },
+            params.min_size as usize,
+            params.avg_size as usize,
+            params.max_size as usize,
+        )
+        .map(|c| {
+            let c = c.unwrap();
+            (c.offset as usize, c.length)
+        })
+        .collect();
+        assert_eq!(mapped, streamed, "step {step}");
+    }
+}
+
+/// The decoded values of `objects/manifest.bin`, for readers in any
+/// language: hashes in hex, everything else as in FORMAT.md §6.
+fn manifest_json(m: &Manifest) -> serde_json::Value {
+    let entries: Vec<_> = m
+        .entries
+        .iter()
+        .map(|e| {
+            let mut v = json!({
+                "path": e.path,
+                "mode": format!("{:o}", e.mode),
+                "mtime_ns": e.mtime_ns,
+            });
+            match &e.kind {
+                EntryKind::Dir => v["kind"] = json!("Dir"),
+                EntryKind::Symlink { target } => {
+                    v["kind"] = json!("Symlink");
+                    v["target"] = json!(target);
+                }
+                EntryKind::File { size, hash, chunks } => {
+                    v["kind"] = json!("File");
+                    v["size"] = json!(size);
+                    v["hash"] = json!(hash.to_hex());
+                    v["chunks"] = json!(chunks
+                        .iter()
+                        .map(|c| json!({"id": c.id.to_hex(), "len": c.len, "stored_len": c.stored_len}))
+                        .collect::<Vec<_>>());
+                }
+            }
+            v
+        })
+        .collect();
+    json!({
+        "height": m.height,
+        "created_unix_ns": m.created_unix_ns,
+        "source": m.source,
+        "tags": m.tags,
+        "parent": m.parent.map(|p| p.to_hex()),
+        "chunker": {"min_size": m.chunker.min_size, "avg_size": m.chunker.avg_size, "max_size": m.chunker.max_size},
+        "zstd_level": m.zstd_level,
+        "warnings": m.warnings,
+        "stats": {
+            "files": m.stats.files,
+            "logical_bytes": m.stats.logical_bytes,
+            "chunk_refs": m.stats.chunk_refs,
+            "new_chunks": m.stats.new_chunks,
+            "new_stored_bytes": m.stats.new_stored_bytes,
+        },
+        "entries": entries,
+    })
 }
 
 /// A fixed little ICON tree, chunked with small parameters.
@@ -240,6 +344,8 @@ fn manifest_chunk_and_config_objects() {
     // What an earlier build wrote, this build reads to the same value.
     let stored = std::fs::read(vectors().join("objects/manifest.bin")).unwrap();
     assert_eq!(Manifest::decode(&stored).unwrap(), manifest);
+    let text = serde_json::to_string_pretty(&manifest_json(&manifest)).unwrap() + "\n";
+    check_file("objects/manifest.json", text.as_bytes());
     let key = layout::SnapshotKey {
         height: manifest.height,
         created_unix_ns: manifest.created_unix_ns,

@@ -58,6 +58,7 @@ pub fn decode(bytes: &[u8], id: &ChunkId) -> Result<Vec<u8>, FormatError> {
             payload.to_vec()
         }
         Codec::Zstd => {
+            check_frame(payload, header.raw_len)?;
             let mut raw = Vec::with_capacity(raw_len);
             zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(payload, &mut raw))
@@ -78,6 +79,117 @@ pub fn decode(bytes: &[u8], id: &ChunkId) -> Result<Vec<u8>, FormatError> {
         )));
     }
     Ok(raw)
+}
+
+/// The zstd frame magic number (RFC 8878 §3.1.1), little-endian.
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// Checks that a chunk payload is exactly one zstd frame of the kind the
+/// writer makes (RFC 8878 §3.1.1), before anything is inflated:
+/// - it starts with the zstd frame magic (no skippable frame, no legacy
+///   format);
+/// - the header's reserved bit is 0 and it names no dictionary;
+/// - it declares its content size, and that size is `raw_len`;
+/// - its window is at most [`limits::MAX_CHUNK_BYTES`];
+/// - its blocks (none of the reserved type) and optional checksum end
+///   exactly at the end of the payload: no second frame, no trailing bytes.
+pub fn check_frame(payload: &[u8], raw_len: u64) -> Result<(), FormatError> {
+    let bad = |what: String| Err(FormatError::corrupt(format!("zstd payload: {what}")));
+    let byte = |i: usize| payload.get(i).copied();
+    let le = |at: usize, n: usize| -> Option<u64> {
+        let b = payload.get(at..at + n)?;
+        Some(b.iter().rev().fold(0u64, |v, x| (v << 8) | u64::from(*x)))
+    };
+    match le(0, 4) {
+        Some(m) if m as u32 == ZSTD_MAGIC => {}
+        Some(m) if (m as u32) & 0xFFFF_FFF0 == 0x184D_2A50 => {
+            return bad("a skippable frame, not a zstd frame".into())
+        }
+        _ => return bad("does not start with a zstd frame".into()),
+    }
+    let Some(fhd) = byte(4) else {
+        return bad("frame header cut short".into());
+    };
+    let fcs_flag = fhd >> 6;
+    let single_segment = fhd & 0x20 != 0;
+    let checksum = fhd & 0x04 != 0;
+    if fhd & 0x08 != 0 {
+        return bad("reserved bit of the frame header is set".into());
+    }
+    if fhd & 0x03 != 0 {
+        return bad("frame names a dictionary".into());
+    }
+    let mut at = 5;
+    let window = if single_segment {
+        None
+    } else {
+        let Some(wd) = byte(at) else {
+            return bad("frame header cut short".into());
+        };
+        at += 1;
+        let log = 10 + u64::from(wd >> 3);
+        let base = 1u64 << log;
+        Some(base + (base / 8) * u64::from(wd & 7))
+    };
+    let fcs_len = match (fcs_flag, single_segment) {
+        (0, false) => 0,
+        (0, true) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    if fcs_len == 0 {
+        return bad("frame does not declare its content size".into());
+    }
+    let Some(mut content) = le(at, fcs_len) else {
+        return bad("frame header cut short".into());
+    };
+    if fcs_len == 2 {
+        content += 256;
+    }
+    at += fcs_len;
+    if content != raw_len {
+        return bad(format!(
+            "frame declares {content} content bytes, the header says {raw_len}"
+        ));
+    }
+    let window = window.unwrap_or(content);
+    if window > limits::MAX_CHUNK_BYTES {
+        return bad(format!(
+            "window of {window} bytes, more than {} allowed",
+            limits::MAX_CHUNK_BYTES
+        ));
+    }
+    loop {
+        let Some(h) = le(at, 3) else {
+            return bad("block header cut short".into());
+        };
+        at += 3;
+        let last = h & 1 != 0;
+        let size = (h >> 3) as usize;
+        at += match (h >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => return bad("block of the reserved type".into()),
+        };
+        if at > payload.len() {
+            return bad("block cut short".into());
+        }
+        if last {
+            break;
+        }
+    }
+    if checksum {
+        at += 4;
+    }
+    match at.cmp(&payload.len()) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => bad("checksum cut short".into()),
+        std::cmp::Ordering::Less => bad(format!(
+            "{} byte(s) after the frame (a second frame or trailing data)",
+            payload.len() - at
+        )),
+    }
 }
 
 /// Reads only the header: what a quick check can learn without the payload.
@@ -133,6 +245,50 @@ mod tests {
             decode(&obj, &Hash::of(b"other")),
             Err(FormatError::Corrupt(m)) if m.contains("hash")
         ));
+    }
+
+    #[test]
+    fn a_payload_must_be_exactly_one_plain_zstd_frame() {
+        let text = b"block 123 hash 0xabc ".repeat(5000);
+        let id = Hash::of(&text);
+        let obj = encode(&text, &mut compressor());
+        assert_eq!(obj[6], Codec::Zstd as u8);
+        let payload = &obj[HEADER_LEN..];
+        check_frame(payload, text.len() as u64).unwrap();
+        let reject = |object: Vec<u8>, why: &str| match decode(&object, &id) {
+            Err(FormatError::Corrupt(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("{why}: {other:?}"),
+        };
+        let with_payload = |p: &[u8]| {
+            let mut o = obj[..HEADER_LEN].to_vec();
+            o[16..24].copy_from_slice(&(p.len() as u64).to_le_bytes());
+            o.extend_from_slice(p);
+            o
+        };
+        // A second frame, trailing bytes, a skippable frame before the data.
+        let mut twice = payload.to_vec();
+        twice.extend_from_slice(payload);
+        reject(with_payload(&twice), "after the frame");
+        let mut trailing = payload.to_vec();
+        trailing.push(0);
+        reject(with_payload(&trailing), "after the frame");
+        let mut skippable = vec![0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        skippable.extend_from_slice(payload);
+        reject(with_payload(&skippable), "skippable");
+        // The declared content size must be the header's raw length.
+        let mut o = obj.clone();
+        o[8..16].copy_from_slice(&(text.len() as u64 - 1).to_le_bytes());
+        reject(o, "content bytes");
+        // A frame without a declared content size.
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.set_parameter(zstd::stream::raw::CParameter::ContentSizeFlag(false))
+            .unwrap();
+        reject(with_payload(&c.compress(&text).unwrap()), "content size");
+        // A window beyond the chunk limit.
+        let mut big = payload.to_vec();
+        big[4] &= !0x20; // not single-segment: a window descriptor follows
+        big.insert(5, 0xF8); // windowLog 41
+        reject(with_payload(&big), "window");
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct LocalStore {
     /// Directories (relative to the root, "" for the root) to fsync at the
     /// next flush.
     dirty_dirs: Mutex<HashSet<String>>,
+    /// The directories the last flush made durable, sorted (for tests and
+    /// debugging).
+    synced: Mutex<Vec<String>>,
 }
 
 /// Where writes in progress live; never listed, never an object.
@@ -49,7 +52,13 @@ impl LocalStore {
             dir: OnceLock::new(),
             tmp_counter: AtomicU64::new(0),
             dirty_dirs: Mutex::new(HashSet::new()),
+            synced: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The directories the last `flush` made durable.
+    pub fn synced_dirs(&self) -> Vec<String> {
+        self.synced.lock().expect("synced lock").clone()
     }
 
     pub fn root(&self) -> &Path {
@@ -280,12 +289,14 @@ impl Store for LocalStore {
     }
 
     fn flush(&self) -> Result<()> {
-        let dirs: Vec<String> = self
+        let mut dirs: Vec<String> = self
             .dirty_dirs
             .lock()
             .expect("dirty dirs lock")
             .drain()
             .collect();
+        dirs.sort();
+        *self.synced.lock().expect("synced lock") = dirs.clone();
         for dir in dirs {
             let shown = self.root.join(&dir);
             match self.dir_of(&dir) {
