@@ -219,6 +219,63 @@ fn corrupt_and_deleted_chunk_objects_are_reported_with_their_files() {
     assert!(common::published(&target).is_empty());
 }
 
+/// Fault injection into the objects an S3 server holds (issue #9's
+/// reliability figures): each fault is made on the server's own disk, then
+/// a full verify through S3 must name it and, every fifth time, a restore
+/// must refuse it. `BLOCKSNAP_S3_FAULTS=N` (default 40) sets the count.
+#[test]
+fn every_fault_in_an_s3_repository_is_reported() {
+    use common::faults::{caught, Census, Fault, Rng};
+    let Some(f) = fixture(1) else { return };
+    let faults: usize = std::env::var("BLOCKSNAP_S3_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let store = store(&f.server.endpoint, "faults/");
+    let params = blocksnap::format::config::ChunkerParams {
+        min_size: 4 << 10,
+        avg_size: 16 << 10,
+        max_size: 64 << 10,
+    };
+    let repo = Repository::init(store.clone(), params, 3).unwrap();
+    snap(&repo, &f.source, 1);
+    let census = Census::of(&repo);
+    let objects = census.objects();
+    let on_disk = |key: &str| {
+        f.server
+            .root
+            .as_ref()
+            .unwrap()
+            .join(BUCKET)
+            .join("faults")
+            .join(key)
+    };
+    let mut rng = Rng(20261130);
+    let target = f.dir.path().join("restored");
+    let mut failures = Vec::new();
+    for i in 0..faults {
+        let key = &objects[rng.below(objects.len() as u64) as usize];
+        let path = on_disk(key);
+        let pristine = std::fs::read(&path).unwrap();
+        let fault = Fault::random(&mut rng, pristine.len());
+        match fault.apply(&pristine) {
+            Some(b) => std::fs::write(&path, b).unwrap(),
+            None => std::fs::remove_file(&path).unwrap(),
+        }
+        let restore_to = (i % 5 == 0).then_some(target.as_path());
+        if let Some(why) = caught(&repo, &census, key, restore_to) {
+            failures.push(format!("fault {i} ({fault:?} in {key}): {why}"));
+        }
+        std::fs::write(&path, &pristine).unwrap();
+    }
+    eprintln!(
+        "faults: {faults} injected in S3 objects: {} reported with file and chunk or snapshot, {} silently accepted",
+        faults - failures.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn snapshot_and_restore_complete_when_a_tenth_of_requests_fail() {
     let Some(f) = fixture(8) else { return };
