@@ -231,11 +231,21 @@ fn every_fault_in_an_s3_repository_is_reported() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
-    let store = store(&f.server.endpoint, "faults/");
+    // Damage on the server's disk can make its answers inconsistent (a
+    // Content-Length from stored metadata, a body of another length), which
+    // the store retries; two attempts are enough to see it persist.
+    let store = Arc::new(
+        S3Store::open(&S3Options {
+            max_attempts: 2,
+            ..options(&f.server.endpoint, "faults/")
+        })
+        .unwrap(),
+    );
+    // Few objects, so that each verify through S3 is quick.
     let params = blocksnap::format::config::ChunkerParams {
-        min_size: 4 << 10,
-        avg_size: 16 << 10,
-        max_size: 64 << 10,
+        min_size: 64 << 10,
+        avg_size: 256 << 10,
+        max_size: 1 << 20,
     };
     let repo = Repository::init(store.clone(), params, 3).unwrap();
     snap(&repo, &f.source, 1);
