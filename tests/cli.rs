@@ -482,6 +482,16 @@ fn errors_name_their_cause_once() {
 
     // A chunk whose bytes changed: the file, the chunk, the object, why.
     let snap = s.snapshot(3);
+    // An address that is not one (the cause used to be repeated).
+    let out = blocksnap(&s.repo())
+        .args(["restore", "latest", "--ip", "10.0.0.300", "--target"])
+        .arg(s.dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "blocksnap: error: \"10.0.0.300\" is not an IPv4 address (expected four numbers 0-255 like 10.0.0.7)\n"
+    );
     let key = snap["key"].as_str().unwrap();
     let manifest =
         blocksnap::format::manifest::Manifest::decode(&std::fs::read(s.repo().join(key)).unwrap())

@@ -272,6 +272,8 @@ fn i4_setuid_setgid_and_world_writable_bits_are_dropped_unless_kept() {
             entry("sgid", 0o2775, dir()),
             entry("sticky", 0o1777, dir()),
             entry("suid", 0o4755, empty_file()),
+            // A symlink's mode is never applied, so never "stripped".
+            entry("to-suid", 0o777, link("suid")),
             entry("ww", 0o666, empty_file()),
         ],
     );
@@ -501,9 +503,13 @@ struct Mount(PathBuf);
 
 impl Mount {
     fn tmpfs(at: &Path) -> Option<Mount> {
+        Mount::tmpfs_with(at, "size=256m")
+    }
+
+    fn tmpfs_with(at: &Path, options: &str) -> Option<Mount> {
         std::fs::create_dir_all(at).unwrap();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256m", "blocksnap-test"])
+            .args(["-t", "tmpfs", "-o", options, "blocksnap-test"])
             .arg(at)
             .status()
             .is_ok_and(|s| s.success());
@@ -844,4 +850,241 @@ fn i16_verify_jobs_bounds_the_reads_of_a_local_repository() {
             assert!(max > 2, "--jobs {jobs} ran at most {max} reads at once");
         }
     }
+}
+
+// A second review attacked the hardened restore as another user able to
+// write to the target (or its parent) before the restore starts. Its
+// findings, by number:
+
+fn chown(path: &Path, uid: u32) {
+    let c = std::ffi::CString::new(path.to_string_lossy().into_owned()).unwrap();
+    // SAFETY: a valid NUL-terminated path; lchown does not follow links.
+    assert_eq!(unsafe { libc::lchown(c.as_ptr(), uid, uid) }, 0);
+}
+
+const NOBODY: u32 = 65534;
+
+fn node_snapshot(tmp: &Path) -> (PathBuf, Arc<LocalStore>, Repository, SnapshotKey) {
+    let source = common::node(tmp, 2);
+    let (store, repo) = local_repo(tmp);
+    let key = snapshot::snapshot(&repo, &snapshot_opts(&source, &[]), &Silent)
+        .unwrap()
+        .key;
+    (source, store, repo, key)
+}
+
+#[test]
+fn a1_staged_files_of_another_owner_or_linked_from_outside_are_never_kept() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, _store, repo, key) = node_snapshot(tmp.path());
+    let target = tmp.path().join("target");
+    let ip = OTHER_IP.to_string();
+    let staging = target.join(restore::staging_name(&key, Some(OTHER_IP)));
+    let rel = ".score_data/db/icon_dex/CURRENT";
+    std::fs::create_dir_all(staging.join(".score_data/db/icon_dex")).unwrap();
+    // A file outside the target with the right content, hard-linked in.
+    let outside = tmp.path().join("outside-current");
+    std::fs::copy(source.join(rel), &outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::metadata(&outside).unwrap();
+    std::fs::hard_link(&outside, staging.join(rel)).unwrap();
+    // A directory of another user, and the staging directory itself.
+    chown(&staging.join(".score_data"), NOBODY);
+    chown(&staging, NOBODY);
+
+    restore(&repo, &key, &opts(&target, Some(&ip))).unwrap();
+    let after = std::fs::metadata(&outside).unwrap();
+    assert_eq!(
+        after.mode(),
+        before.mode(),
+        "chmod reached outside the target"
+    );
+    assert_eq!(
+        after.mtime(),
+        before.mtime(),
+        "utimes reached outside the target"
+    );
+    assert_eq!(
+        after.nlink(),
+        1,
+        "the outside file is still linked into the tree"
+    );
+    let published = std::fs::metadata(target.join(rel)).unwrap();
+    assert_ne!(published.ino(), after.ino());
+    assert_eq!(published.nlink(), 1);
+    for p in [".score_data", ".score_data/db"] {
+        assert_eq!(
+            std::fs::metadata(target.join(p)).unwrap().uid(),
+            blocksnap::fsx::euid()
+        );
+    }
+    assert_eq!(
+        common::describe(&target, None),
+        common::describe(&source, Some((NODE_IP, OTHER_IP)))
+    );
+}
+
+#[test]
+fn a3_a_target_behind_another_users_symlink_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_source, _store, repo, key) = node_snapshot(tmp.path());
+    let parent = tmp.path().join("shared");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let link = parent.join("node");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    chown(&link, NOBODY);
+    let err = restore(&repo, &key, &opts(&link, Some("10.1.1.1")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    // The operator's own link is the operator's choice.
+    chown(&link, blocksnap::fsx::euid());
+    restore(&repo, &key, &opts(&link, Some("10.1.1.1"))).unwrap();
+    assert!(outside.join(".storage").is_dir());
+}
+
+#[test]
+fn a4_a_journal_another_user_planted_is_refused_and_keep_old_is_honoured() {
+    use blocksnap::publish::{Journal, Move, JOURNAL};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_source, _store, repo, key) = node_snapshot(tmp.path());
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(target.join("log")).unwrap();
+    std::fs::write(target.join("log/important"), b"keep").unwrap();
+    std::fs::create_dir_all(target.join(".blocksnap-x/log")).unwrap();
+    std::fs::write(target.join(".blocksnap-x/log/fake"), b"planted").unwrap();
+    let journal = Journal {
+        staging: ".blocksnap-x".into(),
+        old: ".blocksnap-o".into(),
+        keep_old: false,
+        entries: vec![Move {
+            name: "log".into(),
+            dir_mode: None,
+        }],
+    };
+    std::fs::write(target.join(JOURNAL), journal.encode()).unwrap();
+    chown(&target.join(JOURNAL), NOBODY);
+    let forced = RestoreOptions {
+        force: true,
+        ..opts(&target, Some("10.1.1.1"))
+    };
+    let err = restore(&repo, &key, &forced).unwrap_err().to_string();
+    assert!(err.contains("did not create"), "{err}");
+    assert_eq!(
+        std::fs::read(target.join("log/important")).unwrap(),
+        b"keep"
+    );
+    // Ours, but naming another user's staging directory: refused as well.
+    chown(&target.join(JOURNAL), blocksnap::fsx::euid());
+    chown(&target.join(".blocksnap-x"), NOBODY);
+    let err = restore(&repo, &key, &forced).unwrap_err().to_string();
+    assert!(err.contains("did not create"), "{err}");
+    assert_eq!(
+        std::fs::read(target.join("log/important")).unwrap(),
+        b"keep"
+    );
+    assert!(!target.join("log/fake").exists());
+}
+
+#[test]
+fn a5_sparse_staged_files_cost_their_size_and_stale_stagings_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_source, _store, repo, key) = node_snapshot(tmp.path());
+    let m = repo.load_manifest(&key).unwrap();
+    let (big, size, _, _) = m.files().max_by_key(|f| f.1).unwrap();
+    let target = tmp.path().join("target");
+    let staging = target.join(restore::staging_name(&key, Some(OTHER_IP)));
+    let staged = staging.join(big.path.replace("CHANGEIP", &OTHER_IP.to_string()));
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    let f = std::fs::File::create(&staged).unwrap();
+    f.set_len(size).unwrap();
+    let plan = restore::plan(&repo, &key, &opts(&target, Some(&OTHER_IP.to_string()))).unwrap();
+    assert_eq!(
+        plan.bytes_to_write, plan.bytes,
+        "a sparse file was counted as written"
+    );
+
+    // The staging directory of another snapshot's failed restore goes once
+    // a restore into the same target succeeds.
+    let stale = target.join(".blocksnap-restore-0123-10.9.9.9");
+    std::fs::create_dir_all(stale.join("d")).unwrap();
+    std::fs::write(stale.join("d/f"), vec![0u8; 4096]).unwrap();
+    let r = restore(&repo, &key, &opts(&target, Some(&OTHER_IP.to_string()))).unwrap();
+    assert_eq!(r.stale_stagings_removed, 1);
+    assert!(!stale.exists());
+}
+
+#[test]
+fn a5_a6_a7_inodes_and_mount_points_are_checked_at_plan_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_store, repo) = local_repo(tmp.path());
+    // 500 empty directories: no bytes, all inodes.
+    let mut entries = Vec::new();
+    for i in 0..500 {
+        entries.push(entry(&format!("d{i:04}"), 0o755, dir()));
+    }
+    let key = plant(&repo, DEFAULT_PARAMS, entries);
+    let small = tmp.path().join("small");
+    let Some(_m) = Mount::tmpfs_with(&small, "size=64m,nr_inodes=1200") else {
+        eprintln!("no mount permission: inode and mount-point checks not exercised here");
+        return;
+    };
+    let err = restore::plan(&repo, &key, &opts(&small.join("target"), None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("free inodes"), "{err}");
+
+    // A mount inside an entry that --force replaces.
+    let (_source, _store2, repo2, key2) = node_snapshot(&tmp.path().join("second"));
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(target.join(".storage/shared")).unwrap();
+    let _inner = Mount::tmpfs_with(&target.join(".storage/shared"), "size=8m").unwrap();
+    std::fs::write(target.join(".storage/shared/precious"), b"keep").unwrap();
+    let forced = RestoreOptions {
+        force: true,
+        ..opts(&target, Some("10.1.1.1"))
+    };
+    let err = restore(&repo2, &key2, &forced).unwrap_err().to_string();
+    assert!(err.contains("is a mount point inside .storage"), "{err}");
+    assert_eq!(
+        std::fs::read(target.join(".storage/shared/precious")).unwrap(),
+        b"keep"
+    );
+}
+
+#[test]
+fn a10_links_into_entries_the_snapshot_does_not_own_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_store, repo) = local_repo(tmp.path());
+    let key = plant(
+        &repo,
+        DEFAULT_PARAMS,
+        vec![
+            entry(".storage", 0o755, dir()),
+            entry(".storage/CURRENT", 0o777, link("../log/victim")),
+        ],
+    );
+    let target = tmp.path().join("target");
+    let err = restore::plan(&repo, &key, &opts(&target, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not one of the snapshot's own top-level entries"),
+        "{err}"
+    );
+    let key = plant(
+        &repo,
+        DEFAULT_PARAMS,
+        vec![
+            entry(".storage", 0o755, dir()),
+            entry(".storage/a", 0o644, empty_file()),
+            entry(".storage/b", 0o777, link("../.storage/a")),
+            entry("top", 0o777, link(".storage/a")),
+        ],
+    );
+    restore(&repo, &key, &opts(&target, None)).unwrap();
 }

@@ -256,7 +256,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("blocksnap: error: {e:#}");
+            eprintln!(
+                "blocksnap: error: {}",
+                blocksnap::error::printable(&format!("{e:#}"))
+            );
             // A run cut short by a signal exits as the shell expects.
             match blocksnap::interrupt::received() {
                 Some(sig) => ExitCode::from((128 + sig) as u8),

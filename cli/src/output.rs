@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use blocksnap::demo::DemoReport;
+use blocksnap::error::printable;
 use blocksnap::format::config::RepoConfig;
 use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
@@ -154,7 +155,7 @@ impl Out {
             );
         }
         for w in &r.warnings {
-            println!("  warning: {w}");
+            println!("  warning: {}", printable(w));
         }
         print_requests(r.requests);
     }
@@ -198,14 +199,14 @@ impl Out {
                     i.files,
                     HumanBytes(i.logical_bytes).to_string(),
                     HumanBytes(i.new_stored_bytes).to_string(),
-                    i.tags.join(",")
+                    printable(&i.tags.join(","))
                 ),
                 (None, e) => println!(
                     "{:>12}  {:<12}  {:<20}  unreadable: {}",
                     l.height,
                     &l.id[..12],
                     time(l.created_unix_ns),
-                    e.as_deref().unwrap_or("?")
+                    printable(e.as_deref().unwrap_or("?"))
                 ),
             }
         }
@@ -251,7 +252,7 @@ impl Out {
             return;
         }
         for p in &r.problems {
-            println!("{p}");
+            println!("{}", printable(&p.to_string()));
         }
         println!(
             "{}: {} problem(s); {} check of {} snapshot(s), {} files, {} chunks, {} hashed, {:.2}s",

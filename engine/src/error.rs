@@ -63,8 +63,10 @@ pub enum Error {
     )]
     SourceChanged { path: PathBuf, detail: String },
 
+    /// The message is the whole story: no `source`, so that it is printed
+    /// once.
     #[error("{0}")]
-    Ip(#[from] crate::ipnorm::IpError),
+    Ip(crate::ipnorm::IpError),
 
     #[error("restore target {path} is not empty: choose an empty directory or pass --force to replace the snapshot's top-level entries in it")]
     TargetNotEmpty { path: PathBuf },
@@ -99,6 +101,31 @@ pub enum Error {
     Interrupted { signal: i32 },
 }
 
+impl From<crate::ipnorm::IpError> for Error {
+    fn from(e: crate::ipnorm::IpError) -> Error {
+        Error::Ip(e)
+    }
+}
+
+/// `s` with every control character (newline, escape, carriage return…)
+/// written as an escape, for printing names that come from a repository or
+/// a file system: a crafted path must not rewrite the operator's terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 impl Error {
     pub(crate) fn io(
         op: &'static str,
@@ -121,5 +148,17 @@ impl Error {
             Error::BadChunk { cause, .. } => cause.is_missing(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_for_printing() {
+        assert_eq!(super::printable("plain/path.ldb"), "plain/path.ldb");
+        assert_eq!(
+            super::printable("a\rblocksnap: OK\x1b[K\nb"),
+            "a\\rblocksnap: OK\\u{1b}[K\\nb"
+        );
     }
 }

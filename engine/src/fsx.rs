@@ -54,12 +54,39 @@ pub enum EntryType {
 pub struct Meta {
     pub kind: EntryType,
     pub size: u64,
+    /// Bytes allocated on disk (less than `size` for a sparse file).
+    pub allocated: u64,
     pub mode: u32,
     pub uid: u32,
+    pub nlink: u64,
     pub dev: u64,
     pub ino: u64,
 }
 
+impl Meta {
+    /// Owned by this process's effective user.
+    pub fn is_mine(&self) -> bool {
+        self.uid == euid()
+    }
+}
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Whether a symlink owned by `uid` may be followed when resolving a path
+/// the operator gave: only links of the superuser or of the user blocksnap
+/// runs as (a link another user planted in a shared directory is not).
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == euid()
+}
+
+/// Most symlinks one trusted resolution follows (the kernel's own limit).
+const MAX_HOPS: usize = 40;
+
+// `st_nlink` is u64 on x86_64 and u32 elsewhere: the cast is for the others.
+#[allow(clippy::unnecessary_cast)]
 fn meta(st: &rustix::fs::Stat) -> Meta {
     let ft = FileType::from_raw_mode(st.st_mode);
     Meta {
@@ -70,8 +97,10 @@ fn meta(st: &rustix::fs::Stat) -> Meta {
             _ => EntryType::Other,
         },
         size: st.st_size.max(0) as u64,
+        allocated: (st.st_blocks as u64).saturating_mul(512),
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
+        nlink: st.st_nlink as u64,
         dev: st.st_dev,
         ino: st.st_ino,
     }
@@ -121,6 +150,91 @@ impl DirFd {
             fd,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Opens the directory at `path` (made absolute against the current
+    /// directory) by walking it from `/` one component at a time, following
+    /// a symlink only when it belongs to the superuser or to this user, so
+    /// that a link another user planted in a shared parent (`/tmp`, a
+    /// world-writable data directory) cannot redirect a restore. With
+    /// `create`, missing directories are made (mode 0777 less the umask),
+    /// like `mkdir -p`.
+    pub fn open_trusted(path: &Path, create: bool) -> io::Result<DirFd> {
+        let abs = std::path::absolute(path)?;
+        let root = || DirFd::open(Path::new("/"));
+        let mut dir = root()?;
+        let mut queue: std::collections::VecDeque<std::ffi::OsString> = abs
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_os_string()),
+                std::path::Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        let mut hops = 0;
+        while let Some(part) = queue.pop_front() {
+            let name = part.to_str().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "path component is not UTF-8")
+            })?;
+            if name == ".." {
+                let fd = rustix::fs::openat(
+                    &dir.fd,
+                    "..",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                dir = DirFd {
+                    fd,
+                    path: dir.path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                };
+                continue;
+            }
+            match dir.stat(name)? {
+                Some(m) if m.kind == EntryType::Dir => dir = dir.open_dir(name)?,
+                Some(m) if m.kind == EntryType::Symlink => {
+                    if !trusted_owner(m.uid) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!(
+                                "{} is a symlink owned by uid {}, neither root nor this user: not followed",
+                                dir.join(name).display(),
+                                m.uid
+                            ),
+                        ));
+                    }
+                    hops += 1;
+                    if hops > MAX_HOPS {
+                        return Err(rustix::io::Errno::LOOP.into());
+                    }
+                    let target = dir.read_link(name)?;
+                    let mut parts: Vec<std::ffi::OsString> = target
+                        .components()
+                        .filter_map(|c| match c {
+                            std::path::Component::Normal(n) => Some(n.to_os_string()),
+                            std::path::Component::ParentDir => Some("..".into()),
+                            _ => None,
+                        })
+                        .collect();
+                    if target.is_absolute() {
+                        dir = root()?;
+                    }
+                    while let Some(p) = parts.pop() {
+                        queue.push_front(p);
+                    }
+                }
+                Some(_) => return Err(rustix::io::Errno::NOTDIR.into()),
+                None if create => {
+                    match rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    dir = dir.open_dir(name)?;
+                }
+                None => return Err(rustix::io::Errno::NOENT.into()),
+            }
+        }
+        dir.path = abs;
+        Ok(dir)
     }
 
     pub fn path(&self) -> &Path {
@@ -318,13 +432,20 @@ impl DirFd {
     /// without following any symlink: links are unlinked, directories are
     /// entered through descriptors (and made writable first, so read-only
     /// directories copied from a source do not stop their own removal).
-    /// `Ok(false)` when nothing was there.
+    /// A directory on another filesystem (a mount point) is never entered:
+    /// removing it is an error. `Ok(false)` when nothing was there.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
         let Some(m) = self.stat(name)? else {
             return Ok(false);
         };
         if m.kind != EntryType::Dir {
             return self.unlink(name);
+        }
+        if m.dev != self.meta()?.dev {
+            return Err(io::Error::other(format!(
+                "{} is a mount point: not removed",
+                self.join(name).display()
+            )));
         }
         let dir = self.open_dir(name)?;
         if m.mode & 0o700 != 0o700 {
@@ -381,11 +502,16 @@ impl DirFd {
         Ok(())
     }
 
-    /// Free bytes for an unprivileged writer and the longest name allowed,
-    /// on this directory's filesystem.
-    pub fn space(&self) -> io::Result<(u64, u64)> {
+    /// Free bytes and inodes for an unprivileged writer, and the longest
+    /// name allowed, on this directory's filesystem.
+    pub fn space(&self) -> io::Result<Space> {
         let s = rustix::fs::fstatvfs(&self.fd)?;
-        Ok((s.f_bavail.saturating_mul(s.f_frsize), s.f_namemax))
+        Ok(Space {
+            bytes: s.f_bavail.saturating_mul(s.f_frsize),
+            // 0 total inodes: a filesystem that allocates them on demand.
+            inodes: if s.f_files == 0 { u64::MAX } else { s.f_favail },
+            name_max: s.f_namemax,
+        })
     }
 
     /// Takes an exclusive `flock` on this directory without waiting;
@@ -405,6 +531,14 @@ impl DirFd {
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// What a filesystem has room for.
+#[derive(Debug, Clone, Copy)]
+pub struct Space {
+    pub bytes: u64,
+    pub inodes: u64,
+    pub name_max: u64,
 }
 
 /// Sets a file's permission bits and mtime through its open descriptor.

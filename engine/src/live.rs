@@ -13,7 +13,6 @@
 //!
 //! Nothing is written and no lock is kept.
 
-use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -52,8 +51,18 @@ impl std::fmt::Display for LiveDb {
 
 /// Probes one `LOCK` file. `None`: nobody holds it.
 pub fn probe(lock: &Path) -> Result<Option<Holder>> {
-    let file = match File::open(lock) {
-        Ok(f) => f,
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking and not following a link: a fifo or a link planted (or
+    // swapped in) at the name must not hang the probe or redirect it.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(lock)
+    {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        Ok(_) => return Ok(None),
+        // A symlink at the name: not a database's lock.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         // Gone since the walk: nobody can hold it.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -104,6 +113,7 @@ pub fn probe(lock: &Path) -> Result<Option<Holder>> {
 pub fn find(root: &Path) -> Result<Vec<LiveDb>> {
     let mut live = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        crate::interrupt::check()?;
         let entry = entry.map_err(|e| Error::Io {
             op: "walk",
             path: e.path().unwrap_or(root).to_path_buf(),
@@ -122,6 +132,7 @@ pub fn find(root: &Path) -> Result<Vec<LiveDb>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn flock_and_fcntl_holders_are_both_seen() {
@@ -150,5 +161,16 @@ mod tests {
         drop(held);
         assert_eq!(probe(&lock).unwrap(), None);
         assert!(find(dir.path()).unwrap().is_empty());
+
+        // A fifo (or a symlink) named LOCK is no database's lock, and the
+        // probe does not wait for a writer to open it.
+        std::fs::remove_file(&lock).unwrap();
+        let c = std::ffi::CString::new(lock.to_string_lossy().into_owned()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert_eq!(probe(&lock).unwrap(), None);
+        std::fs::remove_file(&lock).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &lock).unwrap();
+        assert_eq!(probe(&lock).unwrap(), None);
     }
 }

@@ -17,22 +17,39 @@
 //! snapshot of such a directory is refused. Each move is idempotent to
 //! repeat: an entry still in staging is moved (its old namesake first), an
 //! entry already moved is left alone. FORMAT.md §10 gives the argument.
+//!
+//! Only what this user made is trusted: a journal, a staging directory or an
+//! old-entries directory owned by anyone else (planted by another user who
+//! can write to the target) is refused, never acted on.
 
 use std::io::{Read, Write};
 
 use crate::error::{Error, Result};
-use crate::fsx::DirFd;
+use crate::fsx::{DirFd, EntryType};
 use crate::testhook;
 
 /// The journal's name in the target directory.
 pub const JOURNAL: &str = ".blocksnap-publish.journal";
 const JOURNAL_TMP: &str = ".blocksnap-publish.journal.tmp";
-const MAGIC: &str = "blocksnap-publish 1";
+const MAGIC: &str = "blocksnap-publish 2";
+/// Largest journal read back: names are at most 255 bytes (hex: 510), and
+/// a manifest holds at most 4 M entries.
+const MAX_JOURNAL_BYTES: u64 = 4 << 30;
 
 /// Every name blocksnap itself creates in a restore target or a source
-/// starts with this; a snapshot never records such a top-level entry, and
-/// a manifest that holds one is refused by restore.
+/// starts with this; a snapshot never records such an entry, and a
+/// manifest that holds one at the top level is refused by restore.
 pub const RESERVED_PREFIX: &str = ".blocksnap-";
+
+/// One top-level entry to move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub name: String,
+    /// For a directory: the mode and mtime it gets once in place (it stays
+    /// writable until then, so that it can be renamed by a user other than
+    /// root: renaming a directory rewrites its `..`).
+    pub dir_mode: Option<(u32, i64)>,
+}
 
 /// What one publish moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,15 +58,30 @@ pub struct Journal {
     pub staging: String,
     /// Directory (in the target) that receives the replaced entries.
     pub old: String,
-    /// Top-level names to move, in order.
-    pub entries: Vec<String>,
+    /// Keep the replaced entries (in `old`) after the publish.
+    pub keep_old: bool,
+    /// Top-level entries to move, in order.
+    pub entries: Vec<Move>,
 }
 
 impl Journal {
-    fn encode(&self) -> String {
-        let mut body = format!("{MAGIC}\nstaging {}\nold {}\n", self.staging, self.old);
+    /// Text, one field per line, names in hex (a name may hold a newline),
+    /// closed by a BLAKE3 of everything before.
+    pub fn encode(&self) -> String {
+        let mut body = format!(
+            "{MAGIC}\nstaging {}\nold {}\nkeep_old {}\n",
+            hex::encode(&self.staging),
+            hex::encode(&self.old),
+            u8::from(self.keep_old)
+        );
         for e in &self.entries {
-            body.push_str(&format!("entry {e}\n"));
+            match e.dir_mode {
+                Some((mode, mtime)) => body.push_str(&format!(
+                    "entry {} {mode:o} {mtime}\n",
+                    hex::encode(&e.name)
+                )),
+                None => body.push_str(&format!("entry {} - -\n", hex::encode(&e.name))),
+            }
         }
         let sum = blake3::hash(body.as_bytes());
         format!("{body}end {}\n", sum.to_hex())
@@ -67,24 +99,44 @@ impl Journal {
         }
         let mut lines = body.lines();
         if lines.next() != Some(MAGIC) {
-            return Err("not a blocksnap publish journal".into());
+            return Err("not a blocksnap publish journal of this version".into());
         }
         let field = |line: Option<&str>, name: &str| -> std::result::Result<String, String> {
-            let value = line
-                .and_then(|l| l.strip_prefix(name))
+            line.and_then(|l| l.strip_prefix(name))
                 .and_then(|l| l.strip_prefix(' '))
-                .ok_or(format!("no {name} line"))?;
-            Ok(value.to_string())
+                .map(str::to_string)
+                .ok_or(format!("no {name} line"))
         };
-        let staging = field(lines.next(), "staging")?;
-        let old = field(lines.next(), "old")?;
+        let name = |h: &str| -> std::result::Result<String, String> {
+            String::from_utf8(hex::decode(h).map_err(|_| "a name is not hex")?)
+                .map_err(|_| "a name is not UTF-8".to_string())
+        };
+        let staging = name(&field(lines.next(), "staging")?)?;
+        let old = name(&field(lines.next(), "old")?)?;
+        let keep_old = field(lines.next(), "keep_old")? == "1";
         let mut entries = Vec::new();
         for line in lines {
-            entries.push(field(Some(line), "entry")?);
+            let rest = field(Some(line), "entry")?;
+            let parts: Vec<&str> = rest.split(' ').collect();
+            let [n, mode, mtime] = parts[..] else {
+                return Err("bad entry line".into());
+            };
+            let dir_mode = match (mode, mtime) {
+                ("-", "-") => None,
+                (m, t) => Some((
+                    u32::from_str_radix(m, 8).map_err(|_| "bad mode")?,
+                    t.parse::<i64>().map_err(|_| "bad mtime")?,
+                )),
+            };
+            entries.push(Move {
+                name: name(n)?,
+                dir_mode,
+            });
         }
         let j = Journal {
             staging,
             old,
+            keep_old,
             entries,
         };
         j.check()?;
@@ -102,8 +154,11 @@ impl Journal {
             }
         }
         for e in &self.entries {
-            if !single(e) || e.starts_with(RESERVED_PREFIX) {
-                return Err(format!("{e:?} is not a top-level entry name"));
+            if !single(&e.name) || e.name.starts_with(RESERVED_PREFIX) {
+                return Err(format!("{:?} is not a top-level entry name", e.name));
+            }
+            if e.dir_mode.is_some_and(|(m, _)| m & !0o7777 != 0) {
+                return Err(format!("{:?}: mode beyond 0o7777", e.name));
             }
         }
         Ok(())
@@ -115,20 +170,33 @@ fn io_err(op: &'static str, dir: &DirFd, name: &str) -> impl FnOnce(std::io::Err
     move |cause| Error::Io { op, path, cause }
 }
 
+fn refuse_foreign(dir: &DirFd, name: &str, what: &str) -> Error {
+    Error::Refused(format!(
+        "{}: {what} that this user did not create (another owner, or hard-linked); \
+         blocksnap does not act on it: inspect the target and remove it by hand",
+        dir.join(name).display()
+    ))
+}
+
 /// The journal of an interrupted publish in `target`, if there is one. A
 /// leftover temporary journal (a crash before anything moved) is removed.
 pub fn pending(target: &DirFd) -> Result<Option<Journal>> {
     target
         .remove(JOURNAL_TMP)
         .map_err(io_err("remove", target, JOURNAL_TMP))?;
-    let mut f = match target.open_file(JOURNAL) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", target, JOURNAL)(e)),
-    };
+    match target
+        .stat(JOURNAL)
+        .map_err(io_err("stat", target, JOURNAL))?
+    {
+        None => return Ok(None),
+        Some(m) if m.kind == EntryType::File && m.is_mine() && m.nlink == 1 => {}
+        Some(_) => return Err(refuse_foreign(target, JOURNAL, "a publish journal")),
+    }
+    let f = target
+        .open_file(JOURNAL)
+        .map_err(io_err("open", target, JOURNAL))?;
     let mut text = String::new();
-    Read::by_ref(&mut f)
-        .take(1 << 20)
+    f.take(MAX_JOURNAL_BYTES)
         .read_to_string(&mut text)
         .map_err(io_err("read", target, JOURNAL))?;
     Journal::decode(&text).map(Some).map_err(|why| {
@@ -140,9 +208,11 @@ pub fn pending(target: &DirFd) -> Result<Option<Journal>> {
     })
 }
 
-/// Records `journal`, then performs it. On return every entry is in place,
-/// the replaced ones are in `journal.old`, and the journal is gone.
-pub fn publish(target: &DirFd, journal: &Journal) -> Result<()> {
+/// Records `journal`, then performs it with the staging directory this
+/// process built and still holds open (never reopened by name, so a
+/// directory swapped in under that name is not what gets published). On
+/// return every entry is in place and the journal is gone.
+pub fn publish(target: &DirFd, staging: &DirFd, journal: &Journal) -> Result<()> {
     journal.check().map_err(Error::Refused)?;
     target
         .remove(JOURNAL_TMP)
@@ -160,22 +230,52 @@ pub fn publish(target: &DirFd, journal: &Journal) -> Result<()> {
         .map_err(io_err("rename", target, JOURNAL))?;
     target.sync().map_err(io_err("fsync", target, "."))?;
     testhook::point("publish-journal");
-    complete(target, journal)
+    complete_with(target, staging, journal)
 }
 
-/// Performs (or finishes) the moves a journal records, then removes it.
+/// Finishes an interrupted publish found by [`pending`]: its staging and
+/// old directories must be this user's.
 pub fn complete(target: &DirFd, journal: &Journal) -> Result<()> {
-    let staging =
-        target
-            .open_dir(&journal.staging)
-            .map_err(io_err("open", target, &journal.staging))?;
-    let old = target
-        .ensure_dir(&journal.old)
-        .map_err(io_err("create", target, &journal.old))?;
-    for name in &journal.entries {
+    let staging = mine(target, &journal.staging, "a staging directory")?;
+    complete_with(target, &staging, journal)
+}
+
+/// A directory in `target` that this user owns, entered without following
+/// links.
+fn mine(target: &DirFd, name: &str, what: &str) -> Result<DirFd> {
+    match target.stat(name).map_err(io_err("stat", target, name))? {
+        Some(m) if m.kind == EntryType::Dir && m.is_mine() => {
+            target.open_dir(name).map_err(io_err("open", target, name))
+        }
+        None => Err(Error::Refused(format!(
+            "{}: the interrupted restore's {what} is gone; inspect the target and remove {} by hand",
+            target.join(name).display(),
+            JOURNAL
+        ))),
+        Some(_) => Err(refuse_foreign(target, name, what)),
+    }
+}
+
+fn complete_with(target: &DirFd, staging: &DirFd, journal: &Journal) -> Result<()> {
+    let old = match target
+        .stat(&journal.old)
+        .map_err(io_err("stat", target, &journal.old))?
+    {
+        None => {
+            target
+                .create_dir(&journal.old)
+                .map_err(io_err("create", target, &journal.old))?;
+            target
+                .open_dir(&journal.old)
+                .map_err(io_err("open", target, &journal.old))?
+        }
+        Some(_) => mine(target, &journal.old, "directory of replaced entries")?,
+    };
+    for e in &journal.entries {
+        let name = e.name.as_str();
         if staging
             .stat(name)
-            .map_err(io_err("stat", &staging, name))?
+            .map_err(io_err("stat", staging, name))?
             .is_none()
         {
             // Moved by an earlier, interrupted run.
@@ -203,12 +303,24 @@ pub fn complete(target: &DirFd, journal: &Journal) -> Result<()> {
         }
         staging.rename(name, target, name, false).map_err(io_err(
             "move into place",
-            &staging,
+            staging,
             name,
         ))?;
         testhook::point("publish-move");
     }
-    for dir in [&old, &staging, target] {
+    // Directories get their own mode and mtime once they are in place
+    // (repeating this after a crash is harmless).
+    for e in &journal.entries {
+        if let Some((mode, mtime)) = e.dir_mode {
+            let d = target
+                .open_dir(&e.name)
+                .map_err(io_err("open", target, &e.name))?;
+            d.set_mtime(mtime)
+                .and_then(|_| d.set_mode(mode))
+                .map_err(io_err("set mode and mtime of", target, &e.name))?;
+        }
+    }
+    for dir in [&old, staging, target] {
         dir.sync().map_err(io_err("fsync", dir, "."))?;
     }
     target
@@ -227,13 +339,26 @@ mod tests {
         let j = Journal {
             staging: ".blocksnap-restore-x".into(),
             old: ".blocksnap-old-x".into(),
-            entries: vec![".score_data".into(), ".storage".into()],
+            keep_old: true,
+            entries: vec![
+                Move {
+                    name: ".score_data".into(),
+                    dir_mode: Some((0o755, -5)),
+                },
+                Move {
+                    name: "a\nentry log".into(),
+                    dir_mode: None,
+                },
+            ],
         };
         let text = j.encode();
         assert_eq!(Journal::decode(&text).unwrap(), j);
-        assert!(Journal::decode(&text.replace(".storage", ".storagf")).is_err());
+        assert!(Journal::decode(&text.replace(" 755 ", " 777 ")).is_err());
         let bad = Journal {
-            entries: vec!["../etc".into()],
+            entries: vec![Move {
+                name: "../etc".into(),
+                dir_mode: None,
+            }],
             ..j.clone()
         };
         assert!(Journal::decode(&bad.encode()).is_err());

@@ -179,7 +179,9 @@ impl Repository {
                 found
             }
         };
-        if picked.is_empty() {
+        // `all` of an empty repository is nothing, not an error: an audit
+        // of a new repository has nothing to report.
+        if picked.is_empty() && *selector != Selector::All {
             return Err(Error::NoSnapshot {
                 selector: match selector {
                     Selector::Latest => "latest".into(),

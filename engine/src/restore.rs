@@ -46,7 +46,7 @@ use crate::interrupt;
 use crate::ipnorm::{self, IpError};
 use crate::live;
 use crate::progress::Progress;
-use crate::publish::{self, Journal, RESERVED_PREFIX};
+use crate::publish::{self, Journal, Move, RESERVED_PREFIX};
 use crate::repo::{now_unix_ns, Repository};
 use crate::store::Counts;
 
@@ -58,6 +58,9 @@ pub const SPECIAL_MODE_BITS: u32 = 0o6002;
 /// Free space a restore leaves on the target's filesystem beyond what the
 /// plan writes, for directories, metadata and the node's own next writes.
 const SPACE_MARGIN: u64 = 64 << 20;
+
+/// Free inodes a restore leaves on the target's filesystem.
+const INODE_MARGIN: u64 = 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -96,6 +99,9 @@ pub struct RestoreReport {
     pub old_entries: Option<PathBuf>,
     /// An interrupted publish found in the target and completed first.
     pub completed_interrupted: Option<String>,
+    /// Staging directories of other, abandoned restores into this target
+    /// that were removed after this one succeeded.
+    pub stale_stagings_removed: u64,
     /// Store requests made, for stores that count them.
     pub requests: Option<Counts>,
     #[serde(skip)]
@@ -139,27 +145,150 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
     let manifest = repo.load_manifest(key)?;
     let ip: Option<Ipv4Addr> = opts.ip.as_deref().map(ipnorm::parse_ip).transpose()?;
     let paths = final_paths(&manifest, ip)?;
-    let refuse = |source: crate::format::FormatError| Error::Format {
-        key: key.key(),
-        cause: source,
-    };
-
     let target = std::path::absolute(&opts.target).map_err(Error::io("resolve", &opts.target))?;
-    // The longest name the target's filesystem takes, and its free space
-    // (from the target, or the nearest ancestor that exists).
-    let (free_bytes, name_max) = {
-        let existing = target
-            .ancestors()
-            .find(|p| p.is_dir())
-            .unwrap_or(Path::new("/"));
-        DirFd::open(existing)
-            .and_then(|d| d.space())
-            .map_err(Error::io("statvfs", existing))?
-    };
+    let existing = open_target(&target)?;
+    // The filesystem that will hold the tree: the target's, or that of
+    // the nearest ancestor that exists.
+    let space = match &existing {
+        Some(dir) => dir.space(),
+        None => nearest_ancestor(&target)?.space(),
+    }
+    .map_err(Error::io("statvfs", &target))?;
 
+    let top_level = check_tree(key, &manifest, &paths, space.name_max, ip)?;
+    let modes: Vec<u32> = manifest
+        .entries
+        .iter()
+        .map(|e| match e.kind {
+            // A symlink's mode is never applied.
+            EntryKind::Symlink { .. } => e.mode,
+            _ => applied_mode(e.mode, opts.keep_special_modes),
+        })
+        .collect();
+    let modes_stripped = manifest
+        .entries
+        .iter()
+        .zip(&modes)
+        .filter(|(e, m)| e.mode != **m)
+        .count() as u64;
+
+    let staging = staging_name(key, ip);
+    let bytes = manifest
+        .files()
+        .fold(0u64, |sum, (_, size, _, _)| sum.saturating_add(size));
+    let mut bytes_to_write = bytes;
+    let mut pending = None;
+    if let Some(dir) = &existing {
+        pending = publish::pending(dir)?;
+        inspect_target(dir, &top_level, opts)?;
+        let staged = dir.open_dir(&staging).ok();
+        bytes_to_write = 0;
+        for (entry, path) in manifest.entries.iter().zip(&paths) {
+            if let EntryKind::File { size, .. } = &entry.kind {
+                if !staged_at_size(staged.as_ref(), path, *size) {
+                    bytes_to_write = bytes_to_write.saturating_add(*size);
+                }
+            }
+        }
+    }
+    if let Some(cap) = opts.max_bytes {
+        if bytes > cap {
+            return Err(Error::Refused(format!(
+                "snapshot {} restores {bytes} bytes, more than the {cap} bytes --max-size allows",
+                key.key()
+            )));
+        }
+    }
+    if bytes_to_write.saturating_add(SPACE_MARGIN) > space.bytes {
+        return Err(Error::Refused(format!(
+            "snapshot {} needs {bytes_to_write} more bytes on the filesystem of {} (plus a {} MiB margin), \
+             and {} are free",
+            key.key(),
+            target.display(),
+            SPACE_MARGIN >> 20,
+            space.bytes
+        )));
+    }
+    let inodes = manifest.entries.len() as u64;
+    if inodes.saturating_add(INODE_MARGIN) > space.inodes {
+        return Err(Error::Refused(format!(
+            "snapshot {} has {inodes} entries, and the filesystem of {} has {} free inodes (a margin of {INODE_MARGIN} kept)",
+            key.key(),
+            target.display(),
+            space.inodes
+        )));
+    }
+    Ok(RestorePlan {
+        key: *key,
+        manifest,
+        paths,
+        modes,
+        modes_stripped,
+        target,
+        staging,
+        top_level,
+        bytes,
+        bytes_to_write,
+        free_bytes: space.bytes,
+        pending,
+    })
+}
+
+/// The target directory if it exists, resolved without following a symlink
+/// another user owns (`None`: it does not exist yet).
+fn open_target(target: &Path) -> Result<Option<DirFd>> {
+    match DirFd::open_trusted(target, false) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Err(Error::Refused(format!(
+            "restore target {} exists and is not a directory",
+            target.display()
+        ))),
+        Err(e) => Err(Error::Refused(format!(
+            "restore target {}: {e}",
+            target.display()
+        ))),
+    }
+}
+
+fn nearest_ancestor(target: &Path) -> Result<DirFd> {
+    for dir in target.ancestors().skip(1) {
+        match DirFd::open_trusted(dir, false) {
+            Ok(d) => return Ok(d),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(Error::Refused(format!(
+                    "restore target {}: {}: {e}",
+                    target.display(),
+                    dir.display()
+                )))
+            }
+        }
+    }
+    Err(Error::Refused(format!(
+        "restore target {}: no ancestor exists",
+        target.display()
+    )))
+}
+
+/// The whole tree, after the address is put back, checked as restore needs
+/// it (FORMAT.md §8): path rules, unique names, the filesystem's name length,
+/// no reserved top-level name, contained symlinks that climb only into the
+/// snapshot's own top-level entries. Returns the top-level names.
+fn check_tree(
+    key: &SnapshotKey,
+    manifest: &Manifest,
+    paths: &[String],
+    name_max: u64,
+    ip: Option<Ipv4Addr>,
+) -> Result<Vec<String>> {
+    let refuse = |cause: crate::format::FormatError| Error::Format {
+        key: key.key(),
+        cause,
+    };
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(paths.len());
     let mut top_level = Vec::new();
-    for (i, (entry, path)) in manifest.entries.iter().zip(&paths).enumerate() {
+    for (i, (entry, path)) in manifest.entries.iter().zip(paths).enumerate() {
         mpath::check(path).map_err(refuse)?;
         if let Some(j) = seen.insert(path, i) {
             return Err(Error::Refused(format!(
@@ -187,99 +316,84 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
             }
             top_level.push(path.clone());
         }
+    }
+    let tops: HashSet<&str> = top_level.iter().map(String::as_str).collect();
+    for (entry, path) in manifest.entries.iter().zip(paths) {
         if let EntryKind::Symlink { target } = &entry.kind {
             mpath::check_link_target_contained(path, target).map_err(refuse)?;
-        }
-    }
-    let modes: Vec<u32> = manifest
-        .entries
-        .iter()
-        .map(|e| applied_mode(e.mode, opts.keep_special_modes))
-        .collect();
-    let modes_stripped = manifest
-        .entries
-        .iter()
-        .zip(&modes)
-        .filter(|(e, m)| e.mode != **m)
-        .count() as u64;
-
-    let staging = staging_name(key, ip);
-    let mut pending = None;
-    let mut bytes_to_write = 0u64;
-    let bytes = manifest
-        .files()
-        .fold(0u64, |sum, (_, size, _, _)| sum.saturating_add(size));
-    match std::fs::metadata(&target) {
-        Ok(m) if !m.is_dir() => {
-            return Err(Error::Refused(format!(
-                "restore target {} exists and is not a directory",
-                target.display()
-            )))
-        }
-        Ok(_) => {
-            let dir = DirFd::open(&target).map_err(Error::io("open", &target))?;
-            pending = publish::pending(&dir)?;
-            let occupied = dir
-                .names()
-                .map_err(Error::io("read", &target))?
-                .into_iter()
-                .any(|n| !n.starts_with(RESERVED_PREFIX));
-            if occupied && !opts.force {
-                return Err(Error::TargetNotEmpty { path: target });
-            }
-            if !opts.allow_live {
-                let live = live::find(&target)?;
-                if !live.is_empty() {
-                    let names: Vec<String> = live.iter().map(|l| l.to_string()).collect();
-                    return Err(Error::Refused(format!(
-                        "restore target holds a database open in a running process: {}; stop the node \
-                         first, or pass --allow-live to replace it anyway",
-                        names.join("; ")
-                    )));
-                }
-            }
-            let staged = dir.open_dir(&staging).ok();
-            for ((entry, path), _) in manifest.entries.iter().zip(&paths).zip(&modes) {
-                if let EntryKind::File { size, .. } = &entry.kind {
-                    if !staged_at_size(staged.as_ref(), path, *size) {
-                        bytes_to_write = bytes_to_write.saturating_add(*size);
+            // A link that climbs to the target's root must lead into one of
+            // the snapshot's own top-level entries: the target's other
+            // entries (kept by --force) are not the snapshot's to point at.
+            let climbs = target.split('/').take_while(|c| *c == "..").count();
+            let depth = path.split('/').count() - 1;
+            if climbs == depth {
+                let first = target
+                    .split('/')
+                    .skip(climbs)
+                    .find(|c| !c.is_empty() && *c != ".");
+                if let Some(first) = first {
+                    if !tops.contains(first) {
+                        return Err(Error::Refused(format!(
+                            "snapshot {}: symlink {path} -> {target} leads to {first:?}, which is not \
+                             one of the snapshot's own top-level entries",
+                            key.key()
+                        )));
                     }
                 }
             }
         }
-        Err(_) => bytes_to_write = bytes,
     }
-    if let Some(cap) = opts.max_bytes {
-        if bytes > cap {
+    Ok(top_level)
+}
+
+/// An existing target: not occupied (unless `--force`), no database in it
+/// held open by a running process (unless `--allow-live`), and no mount
+/// point inside an entry the restore will replace (removing that entry
+/// would reach into another filesystem).
+fn inspect_target(dir: &DirFd, top_level: &[String], opts: &RestoreOptions) -> Result<()> {
+    let target = dir.path();
+    let names = dir.names().map_err(Error::io("read", target))?;
+    if !opts.force && names.iter().any(|n| !n.starts_with(RESERVED_PREFIX)) {
+        return Err(Error::TargetNotEmpty {
+            path: target.to_path_buf(),
+        });
+    }
+    if !opts.allow_live {
+        let live = live::find(target)?;
+        if !live.is_empty() {
+            let names: Vec<String> = live.iter().map(|l| l.to_string()).collect();
             return Err(Error::Refused(format!(
-                "snapshot {} restores {bytes} bytes, more than the {cap} bytes --max-size allows",
-                key.key()
+                "restore target holds a database open in a running process: {}; stop the node \
+                 first, or pass --allow-live to replace it anyway",
+                names.join("; ")
             )));
         }
     }
-    if bytes_to_write.saturating_add(SPACE_MARGIN) > free_bytes {
-        return Err(Error::Refused(format!(
-            "snapshot {} needs {bytes_to_write} more bytes on the filesystem of {} (plus a {} MiB margin), \
-             and {free_bytes} are free",
-            key.key(),
-            target.display(),
-            SPACE_MARGIN >> 20
-        )));
+    let dev = dir.meta().map_err(Error::io("stat", target))?.dev;
+    for name in top_level.iter().filter(|n| names.contains(n)) {
+        let start = target.join(name);
+        for e in walkdir::WalkDir::new(&start).follow_links(false) {
+            interrupt::check()?;
+            let e = e.map_err(|e| Error::Io {
+                op: "walk",
+                path: e.path().unwrap_or(&start).to_path_buf(),
+                cause: e.into(),
+            })?;
+            if e.file_type().is_dir() {
+                let m = e
+                    .metadata()
+                    .map_err(|err| Error::io("stat", e.path())(err.into()))?;
+                if std::os::unix::fs::MetadataExt::dev(&m) != dev {
+                    return Err(Error::Refused(format!(
+                        "{} is a mount point inside {name}, which this restore replaces: unmount it, \
+                         or restore into the mounted directory itself",
+                        e.path().display()
+                    )));
+                }
+            }
+        }
     }
-    Ok(RestorePlan {
-        key: *key,
-        manifest,
-        paths,
-        modes,
-        modes_stripped,
-        target,
-        staging,
-        top_level,
-        bytes,
-        bytes_to_write,
-        free_bytes,
-        pending,
-    })
+    Ok(())
 }
 
 /// The entry paths with the node's address put back.
@@ -331,8 +445,11 @@ fn staged_at_size(staging: Option<&DirFd>, path: &str, size: u64) -> bool {
     staged_at_size_in(&dir, name, size)
 }
 
+/// A staged file a resume would keep costs no more space: a regular file
+/// of this user, not linked elsewhere, of the full size and not sparse.
 fn staged_at_size_in(dir: &DirFd, name: &str, size: u64) -> bool {
-    matches!(dir.stat(name), Ok(Some(m)) if m.kind == EntryType::File && m.size == size)
+    matches!(dir.stat(name), Ok(Some(m)) if m.kind == EntryType::File && m.size == size
+        && m.allocated >= size && m.nlink == 1 && m.is_mine())
 }
 
 fn split(path: &str) -> (Option<&str>, &str) {
@@ -361,20 +478,18 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let requests_before = repo.store().request_counts();
-    std::fs::create_dir_all(&plan.target).map_err(Error::io("create", &plan.target))?;
-    let target = DirFd::open(&plan.target).map_err(Error::io("open", &plan.target))?;
+    let target = DirFd::open_trusted(&plan.target, true)
+        .map_err(|e| Error::Refused(format!("restore target {}: {e}", plan.target.display())))?;
     let completed_interrupted = match publish::pending(&target)? {
         Some(journal) => {
             publish::complete(&target, &journal)?;
-            finish(&target, &journal, false)?;
+            finish(&target, &journal)?;
             Some(journal.staging)
         }
         None => None,
     };
 
-    let staging = target
-        .ensure_dir(&plan.staging)
-        .map_err(Error::io("create", target.join(&plan.staging)))?;
+    let staging = own_staging(&target, &plan.staging)?;
     if !staging
         .try_lock()
         .map_err(Error::io("lock", staging.path()))?
@@ -461,6 +576,7 @@ pub fn restore(
     }
     // Directory times and modes last, deepest first, so that neither a
     // read-only directory nor a later write inside it gets in the way.
+    // Top-level directories get theirs once published (see `publish`).
     for ((entry, path), mode) in plan
         .manifest
         .entries
@@ -469,7 +585,7 @@ pub fn restore(
         .zip(&plan.modes)
         .rev()
     {
-        if matches!(entry.kind, EntryKind::Dir) {
+        if matches!(entry.kind, EntryKind::Dir) && path.contains('/') {
             let shown = staging.path().join(path);
             let dir = staging.open_path(path).map_err(Error::io("open", &shown))?;
             dir.set_mtime(entry.mtime_ns)
@@ -482,6 +598,18 @@ pub fn restore(
         .syncfs()
         .map_err(Error::io("syncfs", staging.path()))?;
 
+    let entries = plan
+        .manifest
+        .entries
+        .iter()
+        .zip(&plan.paths)
+        .zip(&plan.modes)
+        .filter(|((_, path), _)| !path.contains('/'))
+        .map(|((entry, path), mode)| Move {
+            name: path.clone(),
+            dir_mode: matches!(entry.kind, EntryKind::Dir).then_some((*mode, entry.mtime_ns)),
+        })
+        .collect();
     let journal = Journal {
         staging: plan.staging.clone(),
         old: format!(
@@ -489,11 +617,13 @@ pub fn restore(
             plan.key.id.short(),
             now_unix_ns()
         ),
-        entries: plan.top_level.clone(),
+        keep_old: opts.keep_old,
+        entries,
     };
+    publish::publish(&target, &staging, &journal)?;
     drop(staging);
-    publish::publish(&target, &journal)?;
-    let old_entries = finish(&target, &journal, opts.keep_old)?;
+    let old_entries = finish(&target, &journal)?;
+    let stale_stagings_removed = remove_stale_stagings(&target)?;
 
     Ok(RestoreReport {
         key: plan.key,
@@ -505,6 +635,7 @@ pub fn restore(
         modes_stripped: plan.modes_stripped,
         old_entries,
         completed_interrupted,
+        stale_stagings_removed,
         requests: repo
             .store()
             .request_counts()
@@ -514,8 +645,8 @@ pub fn restore(
 }
 
 /// After a publish: removes the emptied staging directory and the replaced
-/// entries (or keeps them and says where).
-fn finish(target: &DirFd, journal: &Journal, keep_old: bool) -> Result<Option<PathBuf>> {
+/// entries (or, as the journal says, keeps them and says where).
+fn finish(target: &DirFd, journal: &Journal) -> Result<Option<PathBuf>> {
     let gone = |name: &str| {
         target
             .remove(name)
@@ -523,7 +654,7 @@ fn finish(target: &DirFd, journal: &Journal, keep_old: bool) -> Result<Option<Pa
     };
     gone(&journal.staging)?;
     let kept = match target.open_dir(&journal.old) {
-        Ok(old) if keep_old && !old.names().unwrap_or_default().is_empty() => {
+        Ok(old) if journal.keep_old && !old.names().unwrap_or_default().is_empty() => {
             Some(target.join(&journal.old))
         }
         _ => {
@@ -533,6 +664,53 @@ fn finish(target: &DirFd, journal: &Journal, keep_old: bool) -> Result<Option<Pa
     };
     target.sync().map_err(Error::io("fsync", target.path()))?;
     Ok(kept)
+}
+
+/// The staging directory: this user's, mode 0700 (nobody else can enter it
+/// to swap what is staged), created anew if anything else is at its name.
+fn own_staging(target: &DirFd, name: &str) -> Result<DirFd> {
+    let shown = target.join(name);
+    if let Some(m) = target.stat(name).map_err(Error::io("stat", &shown))? {
+        if !(m.kind == EntryType::Dir && m.is_mine()) {
+            target.remove(name).map_err(Error::io("remove", &shown))?;
+        }
+    }
+    let staging = target
+        .ensure_dir(name)
+        .map_err(Error::io("create", &shown))?;
+    staging
+        .set_mode(0o700)
+        .map_err(Error::io("chmod", &shown))?;
+    Ok(staging)
+}
+
+/// After a successful restore: the staging directories of earlier restores
+/// into this target that failed and were never resumed hold disk space for
+/// nothing. Those of this user that no running restore holds are removed.
+fn remove_stale_stagings(target: &DirFd) -> Result<u64> {
+    let mut removed = 0;
+    let prefix = format!("{RESERVED_PREFIX}restore-");
+    for name in target.names().map_err(Error::io("read", target.path()))? {
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let Ok(Some(m)) = target.stat(&name) else {
+            continue;
+        };
+        if m.kind != EntryType::Dir || !m.is_mine() {
+            continue;
+        }
+        let Ok(dir) = target.open_dir(&name) else {
+            continue;
+        };
+        if dir.try_lock().unwrap_or(false) {
+            target
+                .remove(&name)
+                .map_err(Error::io("remove", target.join(&name)))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes whatever an earlier run (or anyone else) left in the staging
@@ -565,8 +743,12 @@ fn clear_strays(staging: &DirFd, plan: &RestorePlan) -> Result<()> {
             let found = dir
                 .stat(&name)
                 .map_err(Error::io("stat", dir.join(&name)))?;
+            // Only what this user made, of the planned type, and for files
+            // not linked from anywhere else, can be kept.
             let keep = match (found, expected.get(rel.as_str())) {
-                (Some(m), Some(&want)) => m.kind == want,
+                (Some(m), Some(&want)) => {
+                    m.kind == want && m.is_mine() && (want != EntryType::File || m.nlink == 1)
+                }
                 _ => false,
             };
             if !keep {
@@ -592,8 +774,10 @@ fn clear_strays(staging: &DirFd, plan: &RestorePlan) -> Result<()> {
 /// A file an interrupted run completed: a regular file (opened without
 /// following links) of the right size whose bytes hash right.
 fn resume_file(dir: &DirFd, name: &str, size: u64, hash: &Hash) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
     let mut f = dir.open_file(name).ok()?;
-    if f.metadata().ok()?.len() != size {
+    let m = f.metadata().ok()?;
+    if m.len() != size || m.nlink() != 1 || m.uid() != fsx::euid() {
         return None;
     }
     let mut hasher = blake3::Hasher::new();

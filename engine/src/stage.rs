@@ -370,10 +370,8 @@ fn claim(home: &DirFd) -> Result<DirFd> {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let m = home.stat(STAGE_DIR).map_err(Error::io("stat", &path))?;
-            // SAFETY: geteuid has no preconditions.
-            let me = unsafe { libc::geteuid() };
             match m {
-                Some(m) if m.kind == EntryType::Dir && m.uid == me => {}
+                Some(m) if m.kind == EntryType::Dir && m.is_mine() => {}
                 _ => {
                     return Err(Error::Refused(format!(
                     "{} exists and is not a stage directory blocksnap created (not a directory, \
