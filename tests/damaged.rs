@@ -220,6 +220,7 @@ fn plant(f: &Fixture, entries: Vec<Entry>) -> SnapshotKey {
         height: 99,
         created_unix_ns: 1,
         source: "hostile".into(),
+        host: "hostile-host".into(),
         tags: vec![],
         parent: None,
         chunker: DEFAULT_PARAMS,

@@ -56,9 +56,9 @@ fn every_fault_in_a_local_or_memory_repository_is_reported() {
 
     // The same repository in memory.
     let memory = Arc::new(MemoryStore::new());
-    for (key, _) in local.list("").unwrap() {
+    for o in local.list("").unwrap() {
         memory
-            .put_if_absent(&key, &local.get(&key, 1 << 30).unwrap())
+            .put_if_absent(&o.key, &local.get(&o.key, 1 << 30).unwrap())
             .unwrap();
     }
     let in_memory = Repository::open(memory.clone()).unwrap();

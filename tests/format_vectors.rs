@@ -217,7 +217,7 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
             v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "height": m.height,
         "created_unix_ns": m.created_unix_ns,
         "source": m.source,
@@ -234,7 +234,11 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
             "new_stored_bytes": m.stats.new_stored_bytes,
         },
         "entries": entries,
-    })
+    });
+    if !m.host.is_empty() {
+        v["host"] = json!(m.host);
+    }
+    v
 }
 
 /// A fixed little ICON tree, chunked with small parameters.
@@ -318,6 +322,7 @@ fn fixture() -> (Manifest, Vec<(Hash, Vec<u8>)>) {
         height: 1_000,
         created_unix_ns: 1_763_769_600_000_000_000,
         source: "/app/prep/data/loopchain".into(),
+        host: "node-a".into(),
         tags: vec!["vector".into()],
         parent: Some(Hash::of(b"previous manifest")),
         chunker: SMALL,
@@ -338,23 +343,32 @@ fn fixture() -> (Manifest, Vec<(Hash, Vec<u8>)>) {
 #[test]
 fn manifest_chunk_and_config_objects() {
     let (manifest, objects) = fixture();
-    manifest.validate().unwrap();
-    let bytes = manifest.encode();
-    check_file("objects/manifest.bin", &bytes);
-    // What an earlier build wrote, this build reads to the same value.
-    let stored = std::fs::read(vectors().join("objects/manifest.bin")).unwrap();
-    assert_eq!(Manifest::decode(&stored).unwrap(), manifest);
-    let text = serde_json::to_string_pretty(&manifest_json(&manifest)).unwrap() + "\n";
-    check_file("objects/manifest.json", text.as_bytes());
-    let key = layout::SnapshotKey {
-        height: manifest.height,
-        created_unix_ns: manifest.created_unix_ns,
-        id: Hash::of(&bytes),
+    // Version 2 (with a host) and version 1 (the same without: what
+    // blocksnap wrote before hosts were recorded, read by every release).
+    let v1 = Manifest {
+        host: String::new(),
+        ..manifest.clone()
     };
-    check_file(
-        "objects/manifest.key",
-        format!("{}\n", key.key()).as_bytes(),
-    );
+    for (m, name, version) in [(&manifest, "manifest", 2u8), (&v1, "manifest-v1", 1)] {
+        m.validate().unwrap();
+        let bytes = m.encode();
+        assert_eq!(bytes[5], version);
+        check_file(&format!("objects/{name}.bin"), &bytes);
+        // What an earlier build wrote, this build reads to the same value.
+        let stored = std::fs::read(vectors().join(format!("objects/{name}.bin"))).unwrap();
+        assert_eq!(&Manifest::decode(&stored).unwrap(), m);
+        let text = serde_json::to_string_pretty(&manifest_json(m)).unwrap() + "\n";
+        check_file(&format!("objects/{name}.json"), text.as_bytes());
+        let key = layout::SnapshotKey {
+            height: m.height,
+            created_unix_ns: m.created_unix_ns,
+            id: Hash::of(&bytes),
+        };
+        check_file(
+            &format!("objects/{name}.key"),
+            format!("{}\n", key.key()).as_bytes(),
+        );
+    }
 
     let mut listing = String::new();
     for (id, obj) in &objects {

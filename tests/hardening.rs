@@ -46,6 +46,7 @@ fn plant(repo: &Repository, chunker: ChunkerParams, entries: Vec<Entry>) -> Snap
         height: 99,
         created_unix_ns: 1,
         source: "hostile".into(),
+        host: "hostile-host".into(),
         tags: vec![],
         parent: None,
         chunker,
@@ -761,7 +762,7 @@ impl Store for IgnoresConditions {
     fn size(&self, key: &str) -> blocksnap::Result<Option<u64>> {
         self.0.size(key)
     }
-    fn list(&self, prefix: &str) -> blocksnap::Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> blocksnap::Result<Vec<blocksnap::store::ObjectInfo>> {
         self.0.list(prefix)
     }
     fn delete(&self, key: &str) -> blocksnap::Result<()> {
@@ -810,7 +811,7 @@ impl Store for Concurrency {
     fn size(&self, key: &str) -> blocksnap::Result<Option<u64>> {
         self.inner.size(key)
     }
-    fn list(&self, prefix: &str) -> blocksnap::Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> blocksnap::Result<Vec<blocksnap::store::ObjectInfo>> {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> blocksnap::Result<()> {

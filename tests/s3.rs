@@ -94,18 +94,24 @@ fn round_trip_through_s3_is_byte_identical_and_counts_requests() {
 
     let first = snap(&repo, &f.source, 100);
     let req = first.requests.expect("the S3 store counts requests");
-    // One conditional PUT per new chunk plus the manifest (a chunk two
-    // workers meet at once is stored by one of them); without local state
-    // a HEAD per distinct chunk first; nothing retried on a healthy server.
-    assert_eq!(req.put, first.stats.new_chunks + 1, "{req:?}");
-    assert_eq!(req.head, first.stats.new_chunks, "{req:?}");
+    // One conditional PUT per new chunk, plus three for the commit (the
+    // pending manifest, its fate, the manifest: FORMAT.md §10) and two
+    // DELETEs to tidy up; without local state a HEAD per distinct chunk
+    // first, and one for the commit; nothing retried on a healthy server.
+    eprintln!(
+        "first snapshot: {req:?}, {} new chunks",
+        first.stats.new_chunks
+    );
+    assert_eq!(req.put, first.stats.new_chunks + 3, "{req:?}");
+    assert_eq!(req.head, first.stats.new_chunks + 1, "{req:?}");
+    assert_eq!(req.delete, 2, "{req:?}");
     assert_eq!(req.retries, 0);
     assert!(first.stats.new_chunks > 10);
 
     common::advance(&f.source, 200);
     let second = snap(&repo, &f.source, 300);
     let req = second.requests.unwrap();
-    assert_eq!(req.put, second.stats.new_chunks + 1, "{req:?}");
+    assert_eq!(req.put, second.stats.new_chunks + 3, "{req:?}");
     assert!(second.stats.new_chunks < first.stats.new_chunks);
 
     // The objects really are in the bucket, under the prefix.
@@ -358,9 +364,14 @@ fn conditional_writes_never_overwrite_and_listing_pages() {
     let before = store.request_counts().unwrap();
     let listed = store.list("many/").unwrap();
     assert_eq!(store.request_counts().unwrap().since(Some(before)).list, 2);
-    let names: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+    let names: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
     assert_eq!(names, keys);
-    assert!(listed.iter().all(|(_, size)| *size == 10));
+    assert!(listed.iter().all(|o| o.size == 10));
+    // Listed with the server's time of the write: within a minute of ours.
+    let now = blocksnap::repo::now_unix_ns();
+    assert!(listed
+        .iter()
+        .all(|o| o.modified_unix_ns.abs_diff(now) < 60_000_000_000));
 }
 
 /// Over plain http nothing but a checksum the server verifies catches a
@@ -473,7 +484,10 @@ fn an_incremental_snapshot_with_local_state_costs_its_new_chunks_plus_a_constant
     let full = with_state(1);
     assert_eq!(full.index, IndexOrigin::Rebuilt(RebuildReason::Empty));
     let req = full.requests.unwrap();
-    assert_eq!(req.head, 0, "an empty, listed store needs no HEAD: {req:?}");
+    assert_eq!(
+        req.head, 1,
+        "an empty, listed store needs no HEAD but the commit's own: {req:?}"
+    );
 
     common::advance(&f.source, 200);
     let incr = with_state(2);
@@ -482,11 +496,15 @@ fn an_incremental_snapshot_with_local_state_costs_its_new_chunks_plus_a_constant
     let req = incr.requests.unwrap();
     let new = incr.stats.new_chunks;
     assert!(new > 0);
-    assert_eq!(req.head, 0, "{req:?}");
-    assert_eq!(req.put, new + 1, "{req:?}");
+    // The commit's own: three PUTs, one HEAD, two DELETEs (FORMAT.md
+    // §10); the index check and the commit check: LISTs of epochs/,
+    // prune/ and snapshots/.
+    assert_eq!(req.head, 1, "{req:?}");
+    assert_eq!(req.put, new + 3, "{req:?}");
+    assert_eq!(req.delete, 2, "{req:?}");
     assert_eq!(req.retries, 0);
-    assert!(req.list <= 3 && req.get <= 3, "{req:?}");
-    assert!(req.total() <= new + 1 + 6, "{req:?}");
+    assert!(req.list <= 4 && req.get <= 3, "{req:?}");
+    assert!(req.total() <= new + 3 + 1 + 2 + 7, "{req:?}");
 
     let target = f.dir.path().join("restored/loopchain");
     restore_to(&repo, &incr.key, &target).unwrap();

@@ -14,8 +14,8 @@ use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
 use blocksnap::store::{CountingStore, LocalStore, Location, Store};
 use blocksnap::{
-    cache, chunking, command, demo, ipnorm, list, nodegen, restore, snapshot, stage, verify,
-    Selector,
+    cache, chunking, command, demo, forget, ipnorm, list, nodegen, prune, restore, retention,
+    snapshot, stage, verify, Selector,
 };
 use clap::{Parser, Subcommand};
 
@@ -115,6 +115,11 @@ enum Command {
         /// The node's IPv4 address when paths hold several.
         #[arg(long)]
         ip: Option<String>,
+        /// The node's name: with the source it names the snapshot's
+        /// history (default: this machine's host name; set it in
+        /// containers, whose host names change).
+        #[arg(long, env = "BLOCKSNAP_HOST")]
+        host: Option<String>,
         /// Files chunked in parallel (default: two per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
@@ -156,10 +161,13 @@ enum Command {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// List snapshots: height, time, tags, files, size, bytes added.
+    /// List snapshots: height, time, host, tags, files, size, bytes added.
     List {
         #[command(flatten)]
         repo: RepoArg,
+        /// Only this node's snapshots.
+        #[arg(long)]
+        host: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -169,6 +177,9 @@ enum Command {
         repo: RepoArg,
         /// HEIGHT, `latest`, or a snapshot id prefix.
         snapshot: String,
+        /// Among this node's snapshots only (e.g. its `latest`).
+        #[arg(long)]
+        host: Option<String>,
         #[arg(long)]
         target: PathBuf,
         /// The target node's IPv4 address, put back into path names.
@@ -205,11 +216,101 @@ enum Command {
         repo: RepoArg,
         /// HEIGHT, `latest`, `all`, or a snapshot id prefix.
         snapshot: String,
+        /// Among this node's snapshots only.
+        #[arg(long)]
+        host: Option<String>,
         /// Read and hash every chunk and file, not only check presence and size.
         #[arg(long)]
         full: bool,
         /// Parallel chunk reads for --full (default: one per CPU locally,
         /// 32 on S3).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Forget snapshots by a retention policy (per history: host and
+    /// source), or by name. Their chunks stay until `prune`.
+    Forget {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Snapshots to forget by name (ids, heights, `latest`) instead of a
+        /// policy.
+        snapshots: Vec<String>,
+        /// Keep the N newest.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<retention::Count>,
+        /// Keep those created within this long (e.g. 15d, 36h, 2w).
+        #[arg(long, value_name = "DURATION", value_parser = retention::parse_duration)]
+        keep_within: Option<std::time::Duration>,
+        /// Keep the newest of each of the N newest hours that have one.
+        #[arg(long, value_name = "N|unlimited")]
+        keep_hourly: Option<retention::Count>,
+        /// … days.
+        #[arg(long, value_name = "N|unlimited")]
+        keep_daily: Option<retention::Count>,
+        /// … ISO weeks.
+        #[arg(long, value_name = "N|unlimited")]
+        keep_weekly: Option<retention::Count>,
+        /// … months.
+        #[arg(long, value_name = "N|unlimited")]
+        keep_monthly: Option<retention::Count>,
+        /// … years.
+        #[arg(long, value_name = "N|unlimited")]
+        keep_yearly: Option<retention::Count>,
+        /// Keep snapshots with this tag (repeatable).
+        #[arg(long = "keep-tag", value_name = "TAG")]
+        keep_tags: Vec<String>,
+        /// Keep one snapshot per N blocks of height (the lowest in each
+        /// window of N), e.g. 43120 for one per ICON term.
+        #[arg(long, value_name = "N")]
+        keep_every_blocks: Option<u64>,
+        /// Calendar buckets in UTC instead of local time.
+        #[arg(long)]
+        utc: bool,
+        /// Only this node's snapshots.
+        #[arg(long)]
+        host: Option<String>,
+        /// Show what would be kept and forgotten, and why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Delete the chunks no snapshot needs, safely beside other hosts'
+    /// snapshots (space comes back one grace period after a snapshot is
+    /// forgotten, or at once with --instant-delete on a single-writer
+    /// repository).
+    Prune {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Report what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Condemn and delete in this one run. For a repository no other
+        /// host writes to (refused when one did recently): a snapshot
+        /// running meanwhile would refuse to commit.
+        #[arg(long)]
+        instant_delete: bool,
+        /// How old unreferenced chunks must be, and how long a condemned
+        /// round waits, before deletion. Every snapshot must reach its
+        /// commit within this time of its start.
+        #[arg(long, default_value = "1d", value_parser = retention::parse_duration)]
+        grace: std::time::Duration,
+        /// A sweep's lease (for tests).
+        #[arg(long, default_value = "1h", value_parser = retention::parse_duration, hide = true)]
+        lease: std::time::Duration,
+        /// When an unclaimed pending commit expires (for tests).
+        #[arg(long, default_value = "1h", value_parser = retention::parse_duration, hide = true)]
+        pending_expiry: std::time::Duration,
+        /// When the records of swept rounds are removed (for tests).
+        #[arg(long, default_value = "7d", value_parser = retention::parse_duration, hide = true)]
+        retire_after: std::time::Duration,
+        /// This node's name, as its snapshots record it (default: the host
+        /// name): --instant-delete refuses when other nodes wrote recently.
+        #[arg(long, env = "BLOCKSNAP_HOST")]
+        host: Option<String>,
+        /// Parallel manifest reads (default: one per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         #[command(flatten)]
@@ -429,6 +530,7 @@ fn run(command: Command) -> Result<ExitCode> {
             height_cmd,
             cmd_timeout,
             cmd_env,
+            host,
             json,
         } => {
             let r = open_repo(&repo, Access::Write, jobs)?;
@@ -448,6 +550,7 @@ fn run(command: Command) -> Result<ExitCode> {
             let opts = snapshot::SnapshotOptions {
                 source,
                 height,
+                host: host.unwrap_or_default(),
                 tags,
                 includes,
                 ip,
@@ -485,9 +588,9 @@ fn run(command: Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::List { repo, json } => {
+        Command::List { repo, host, json } => {
             let r = open_repo(&repo, Access::Read, 0)?;
-            Out::new(json.json).list(&list::list(&r)?);
+            Out::new(json.json).list(&list::list(&r, host.as_deref())?);
         }
         Command::Restore {
             repo,
@@ -500,6 +603,7 @@ fn run(command: Command) -> Result<ExitCode> {
             max_size,
             allow_live,
             keep_old,
+            host,
             json,
         } => {
             let r = open_repo(&repo, Access::Read, jobs)?;
@@ -507,7 +611,7 @@ fn run(command: Command) -> Result<ExitCode> {
             if selector == Selector::All {
                 bail!("restore takes one snapshot: HEIGHT, latest or an id prefix");
             }
-            let key = r.resolve(&selector)?[0];
+            let key = r.resolve_for(&selector, host.as_deref())?[0];
             let opts = restore::RestoreOptions {
                 target,
                 ip,
@@ -528,10 +632,11 @@ fn run(command: Command) -> Result<ExitCode> {
             snapshot,
             full,
             jobs,
+            host,
             json,
         } => {
             let r = open_repo(&repo, Access::Read, jobs)?;
-            let keys = r.resolve(&snapshot.parse()?)?;
+            let keys = r.resolve_for(&snapshot.parse()?, host.as_deref())?;
             let level = if full {
                 verify::Level::Full
             } else {
@@ -543,6 +648,86 @@ fn run(command: Command) -> Result<ExitCode> {
             if !report.ok() {
                 return Ok(ExitCode::from(3));
             }
+        }
+        Command::Forget {
+            repo,
+            snapshots,
+            keep_last,
+            keep_within,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_tags,
+            keep_every_blocks,
+            utc,
+            host,
+            dry_run,
+            json,
+        } => {
+            let r = open_repo(&repo, Access::Write, 0)?;
+            let named = snapshots
+                .iter()
+                .map(|s| s.parse::<Selector>())
+                .collect::<blocksnap::Result<Vec<_>>>()?;
+            let opts = forget::ForgetOptions {
+                policy: retention::Policy {
+                    last: keep_last,
+                    within: keep_within,
+                    hourly: keep_hourly,
+                    daily: keep_daily,
+                    weekly: keep_weekly,
+                    monthly: keep_monthly,
+                    yearly: keep_yearly,
+                    tags: keep_tags,
+                    every_blocks: keep_every_blocks,
+                },
+                named,
+                host,
+                utc,
+                by_host: std::env::var("BLOCKSNAP_HOST")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(blocksnap::repo::this_host),
+                now_unix_ns: forget::now(),
+            };
+            let plan = forget::plan(&r, &opts)?;
+            let out = Out::new(json.json);
+            if dry_run {
+                out.forget(&plan, None);
+            } else {
+                let bar = Bar::new(json.json);
+                let report = forget::execute(&r, &plan, &opts, &bar)?;
+                out.forget(&plan, Some(&report));
+            }
+        }
+        Command::Prune {
+            repo,
+            dry_run,
+            instant_delete,
+            grace,
+            lease,
+            pending_expiry,
+            retire_after,
+            host,
+            jobs,
+            json,
+        } => {
+            let access = if dry_run { Access::Read } else { Access::Write };
+            let r = open_repo(&repo, access, jobs)?;
+            let opts = prune::PruneOptions {
+                grace,
+                lease,
+                pending_expiry,
+                retire_after,
+                instant: instant_delete,
+                dry_run,
+                host: host.unwrap_or_else(blocksnap::repo::this_host),
+            };
+            let bar = Bar::new(json.json);
+            let report = prune::run(&r, &opts, &bar)?;
+            Out::new(json.json).prune(&report);
         }
         Command::Generate {
             dir,

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use blocksnap::demo::DemoReport;
 use blocksnap::error::printable;
+use blocksnap::forget::{ForgetPlan, ForgetReport};
 use blocksnap::format::config::RepoConfig;
 use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
+use blocksnap::prune::PruneReport;
 use blocksnap::restore::RestoreReport;
 use blocksnap::snapshot::SnapshotReport;
 use blocksnap::stage::StageReport;
@@ -186,16 +188,17 @@ impl Out {
             return;
         }
         println!(
-            "{:>12}  {:<12}  {:<20}  {:>7}  {:>10}  {:>10}  tags",
-            "height", "id", "time", "files", "size", "added"
+            "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  tags",
+            "height", "id", "time", "host", "files", "size", "added"
         );
         for l in items {
             match (&l.info, &l.error) {
                 (Some(i), _) => println!(
-                    "{:>12}  {:<12}  {:<20}  {:>7}  {:>10}  {:>10}  {}",
+                    "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}",
                     l.height,
                     &l.id[..12],
                     time(l.created_unix_ns),
+                    printable(if i.host.is_empty() { "-" } else { &i.host }),
                     i.files,
                     HumanBytes(i.logical_bytes).to_string(),
                     HumanBytes(i.new_stored_bytes).to_string(),
@@ -265,6 +268,122 @@ impl Out {
             HumanBytes(r.bytes_checked),
             r.duration.as_secs_f64()
         );
+    }
+
+    pub fn forget(&self, plan: &ForgetPlan, report: Option<&ForgetReport>) {
+        if self.json {
+            let mut v = json!({"dry_run": report.is_none(), "decisions": plan.decisions, "unreadable": plan.unreadable});
+            if let Some(r) = report {
+                v["forgotten"] = json!(r.forgotten);
+                v["kept"] = json!(r.kept);
+                v["requests"] = json!(r.requests);
+            }
+            self.emit(v);
+            return;
+        }
+        for d in &plan.decisions {
+            println!(
+                "{:<6}  {:>12}  {:<12}  {:<20}  {:<16}  {}",
+                if d.keep { "keep" } else { "forget" },
+                d.height,
+                &d.key[d.key.len() - 64..][..12],
+                time(d.created_unix_ns),
+                printable(if d.host.is_empty() { "-" } else { &d.host }),
+                printable(&d.reasons.join(", "))
+            );
+        }
+        for u in &plan.unreadable {
+            println!("unreadable (kept): {}", printable(u));
+        }
+        let forget = plan.forgotten().count();
+        match report {
+            None => println!(
+                "dry run: would forget {forget} of {} snapshot(s); nothing changed",
+                plan.decisions.len()
+            ),
+            Some(r) => {
+                println!(
+                    "forgot {} snapshot(s), kept {}; run `blocksnap prune` to reclaim their chunks",
+                    r.forgotten, r.kept
+                );
+                print_requests(r.requests);
+            }
+        }
+    }
+
+    pub fn prune(&self, r: &PruneReport) {
+        if self.json {
+            let mut v = json!(r);
+            v["seconds"] = json!(secs(r.duration));
+            self.emit(v);
+            return;
+        }
+        let verb = if r.dry_run { "would delete" } else { "deleted" };
+        println!(
+            "{} snapshot(s) reference {} of {} chunk objects ({})",
+            r.snapshots,
+            r.referenced_chunks,
+            r.chunks,
+            HumanBytes(r.chunk_bytes)
+        );
+        for s in &r.swept {
+            println!(
+                "  round {}: {verb} {} chunk(s), {} ({} condemned, {} referenced again and kept)",
+                s.round,
+                s.deleted,
+                HumanBytes(s.deleted_bytes),
+                s.condemned,
+                s.spared
+            );
+        }
+        if let Some(round) = r.condemned_round {
+            println!(
+                "  round {round}: condemned {} unreferenced chunk(s), {}{}",
+                r.condemned,
+                HumanBytes(r.condemned_bytes),
+                if r.swept.iter().any(|s| s.round == round) {
+                    String::new()
+                } else {
+                    "; deleted by a prune after the grace period".to_string()
+                }
+            );
+        }
+        if !r.waiting_rounds.is_empty() {
+            println!(
+                "  waiting for their grace period: round(s) {}",
+                r.waiting_rounds
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if r.pending_promoted + r.pending_expired + r.pending_kept > 0 {
+            println!(
+                "  pending commits: {} completed, {} expired, {} in progress",
+                r.pending_promoted, r.pending_expired, r.pending_kept
+            );
+        }
+        if r.rounds_retired > 0 {
+            println!("  retired the records of {} old round(s)", r.rounds_retired);
+        }
+        if r.stale_files > 0 {
+            println!(
+                "  removed {} stale temporary file(s), {}",
+                r.stale_files,
+                HumanBytes(r.stale_bytes)
+            );
+        }
+        println!(
+            "  {:.2}s{}",
+            r.duration.as_secs_f64(),
+            if r.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        );
+        print_requests(r.requests);
     }
 
     pub fn generated(&self, dir: &Path, height: u64, bytes: u64) {

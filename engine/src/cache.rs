@@ -7,7 +7,9 @@
 //! When the index can be trusted (FORMAT.md §10, "Local state"):
 //! - it was built for this repository (config id), and
 //! - the repository's prune epoch is the one it was built at (a prune bumps
-//!   the epoch before it deletes a chunk), and
+//!   the epoch before it deletes a chunk), and no sweep was under way when
+//!   it was built or last updated (a listing taken during a sweep may hold
+//!   chunks the sweep deletes after it), and
 //! - the newest snapshot it recorded is still in the store (a bucket rolled
 //!   back to an older state lacks it).
 //!
@@ -24,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::layout::{self, SnapshotKey};
 use crate::format::manifest::ChunkRef;
 use crate::id::{ChunkId, Hash};
-use crate::repo::Repository;
+use crate::repo::{Repository, WriteSession};
 
 /// The stat fields that identify a file's content between two snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,9 @@ pub struct ChunkIndex {
     /// snapshot records is recorded at this epoch, not a later one: a prune
     /// that starts during the snapshot must still invalidate it.
     pub epoch: u64,
+    /// A sweep was under way when the snapshot began: what is recorded is
+    /// used by the next snapshot only after a rebuild.
+    pub provisional: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -115,9 +120,12 @@ struct Meta {
     repo_id: Hash,
     epoch: u64,
     newest: Option<String>,
+    /// Built or updated while a prune round was being swept: used once,
+    /// then rebuilt.
+    provisional: bool,
 }
 
-const META_VERSION: u32 = 1;
+const META_VERSION: u32 = 2;
 const META_KEY: &[u8] = b"m";
 const CHUNK_PREFIX: u8 = b'c';
 const FILE_PREFIX: u8 = b'f';
@@ -225,15 +233,21 @@ impl LocalState {
     /// The chunk index, checked against the store (see the module doc):
     /// one LIST of `epochs/` when it is valid, a listing of `chunks/` when
     /// it is not.
-    pub fn chunk_index(&self, repo: &Repository, snapshots: &[SnapshotKey]) -> Result<ChunkIndex> {
-        let epoch = repo.epoch()?;
+    pub fn chunk_index(
+        &self,
+        repo: &Repository,
+        snapshots: &[SnapshotKey],
+        session: &WriteSession,
+    ) -> Result<ChunkIndex> {
+        let epoch = session.epoch;
+        let provisional = !session.sweeping.is_empty();
         let meta: Option<Meta> = self.get(META_KEY).and_then(|b| decode(&b));
         let reason = match &meta {
             None => Some(RebuildReason::Empty),
             Some(m) if m.version != META_VERSION || m.repo_id != self.repo_id => {
                 Some(RebuildReason::OtherRepository)
             }
-            Some(m) if m.epoch != epoch => Some(RebuildReason::Pruned),
+            Some(m) if m.epoch != epoch || m.provisional => Some(RebuildReason::Pruned),
             Some(Meta {
                 newest: Some(newest),
                 ..
@@ -251,6 +265,7 @@ impl LocalState {
                         origin: IndexOrigin::Cached,
                         warnings,
                         epoch,
+                        provisional,
                     })
                 }
                 Err(e) => {
@@ -261,15 +276,15 @@ impl LocalState {
         };
         // Store errors here are real errors; the cache's own are not.
         let mut known = HashMap::new();
-        for (key, size) in repo.store().list(layout::CHUNKS_PREFIX)? {
-            if let (Some(id), Ok(len)) = (layout::parse_chunk_key(&key), u32::try_from(size)) {
+        for o in repo.store().list(layout::CHUNKS_PREFIX)? {
+            if let (Some(id), Ok(len)) = (layout::parse_chunk_key(&o.key), u32::try_from(o.size)) {
                 known.insert(id, len);
             }
         }
         // The listing reflects the store as of the newest snapshot listed
         // before it: a later rollback past that snapshot is detected.
         let newest = snapshots.last().map(SnapshotKey::key);
-        if let Err(e) = self.replace_chunks(&known, epoch, newest) {
+        if let Err(e) = self.replace_chunks(&known, epoch, newest, provisional) {
             warnings.push(format!("chunk index not saved: {e}"));
         }
         Ok(ChunkIndex {
@@ -278,6 +293,7 @@ impl LocalState {
             origin: IndexOrigin::Rebuilt(reason),
             warnings,
             epoch,
+            provisional,
         })
     }
 
@@ -301,9 +317,11 @@ impl LocalState {
     /// Records a committed snapshot: the files it read (replacing every
     /// other record for this source), every chunk it references, and the
     /// repository state (`epoch` as of [`ChunkIndex::epoch`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         epoch: u64,
+        provisional: bool,
         source: &str,
         files: &[(String, FileRecord)],
         chunks: impl Iterator<Item = (ChunkId, u32)>,
@@ -325,7 +343,10 @@ impl LocalState {
         for (id, len) in chunks {
             batch.put(chunk_key(&id).to_vec(), encode(&len));
         }
-        batch.put(META_KEY.to_vec(), self.meta(epoch, Some(newest.key())));
+        batch.put(
+            META_KEY.to_vec(),
+            self.meta(epoch, Some(newest.key()), provisional),
+        );
         self.write(batch)
     }
 
@@ -334,6 +355,7 @@ impl LocalState {
         known: &HashMap<ChunkId, u32>,
         epoch: u64,
         newest: Option<String>,
+        provisional: bool,
     ) -> Result<()> {
         let mut batch = Batch::default();
         for item in self.iter_prefix(&[CHUNK_PREFIX]) {
@@ -342,17 +364,18 @@ impl LocalState {
         for (id, len) in known {
             batch.put(chunk_key(id).to_vec(), encode(len));
         }
-        batch.put(META_KEY.to_vec(), self.meta(epoch, newest));
+        batch.put(META_KEY.to_vec(), self.meta(epoch, newest, provisional));
         self.write(batch)
     }
 
     /// The record of which repository state the index reflects.
-    fn meta(&self, epoch: u64, newest: Option<String>) -> Vec<u8> {
+    fn meta(&self, epoch: u64, newest: Option<String>, provisional: bool) -> Vec<u8> {
         encode(&Meta {
             version: META_VERSION,
             repo_id: self.repo_id,
             epoch,
             newest,
+            provisional,
         })
     }
 }

@@ -61,6 +61,8 @@ pub struct Meta {
     pub nlink: u64,
     pub dev: u64,
     pub ino: u64,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
 }
 
 impl Meta {
@@ -103,6 +105,9 @@ fn meta(st: &rustix::fs::Stat) -> Meta {
         nlink: st.st_nlink as u64,
         dev: st.st_dev,
         ino: st.st_ino,
+        mtime_ns: (st.st_mtime as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64),
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Listed {
 pub struct ListedInfo {
     pub tags: Vec<String>,
     pub source: String,
+    /// The node that took it; empty for version 1 snapshots.
+    pub host: String,
     pub files: u64,
     pub logical_bytes: u64,
     pub new_chunks: u64,
@@ -30,7 +32,9 @@ pub struct ListedInfo {
     pub warnings: Vec<String>,
 }
 
-pub fn list(repo: &Repository) -> Result<Vec<Listed>> {
+/// Every snapshot, or with `host` only that node's (an unreadable manifest
+/// is listed either way: its host is unknown).
+pub fn list(repo: &Repository, host: Option<&str>) -> Result<Vec<Listed>> {
     let keys = repo.snapshots()?;
     Ok(keys
         .iter()
@@ -40,6 +44,7 @@ pub fn list(repo: &Repository) -> Result<Vec<Listed>> {
                     Some(ListedInfo {
                         tags: m.tags,
                         source: m.source,
+                        host: m.host,
                         files: m.stats.files,
                         logical_bytes: m.stats.logical_bytes,
                         new_chunks: m.stats.new_chunks,
@@ -59,6 +64,10 @@ pub fn list(repo: &Repository) -> Result<Vec<Listed>> {
                 info,
                 error,
             }
+        })
+        .filter(|l| match (host, &l.info) {
+            (Some(h), Some(i)) => i.host == h,
+            _ => true,
         })
         .collect())
 }

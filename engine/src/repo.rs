@@ -2,6 +2,7 @@
 //! shares — finding snapshots, loading and checking manifests and chunks,
 //! and committing a manifest.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,12 +10,14 @@ use crate::error::{Error, Result};
 use crate::format::chunk;
 use crate::format::config::{ChunkerParams, RepoConfig};
 use crate::format::envelope::{HEADER_LEN, TRAILER_LEN};
-use crate::format::layout::{self, SnapshotKey};
+use crate::format::layout::{self, RoundObject, SnapshotKey};
 use crate::format::limits;
 use crate::format::manifest::{ChunkRef, Manifest};
+use crate::format::prune::PrunePlan;
 use crate::format::FormatError;
-use crate::id::Hash;
-use crate::store::Store;
+use crate::id::{ChunkId, Hash};
+use crate::store::{ObjectInfo, Store};
+use crate::testhook;
 
 /// Largest chunk object a reader fetches: the raw limit plus zstd's
 /// worst-case frame overhead and the header.
@@ -55,6 +58,18 @@ impl std::str::FromStr for Selector {
             }
             _ => Err(Error::BadSelector { given: s.into() }),
         }
+    }
+}
+
+/// This machine's host name: the default node identity of snapshots and
+/// the name forget and prune record.
+pub fn this_host() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
     }
 }
 
@@ -140,10 +155,10 @@ impl Repository {
     pub fn snapshots_and_strays(&self) -> Result<(Vec<SnapshotKey>, Vec<String>)> {
         let mut keys = Vec::new();
         let mut strays = Vec::new();
-        for (key, _) in self.store.list(layout::SNAPSHOTS_PREFIX)? {
-            match SnapshotKey::parse(&key) {
+        for o in self.store.list(layout::SNAPSHOTS_PREFIX)? {
+            match SnapshotKey::parse(&o.key) {
                 Ok(k) => keys.push(k),
-                Err(_) => strays.push(key),
+                Err(_) => strays.push(o.key),
             }
         }
         keys.sort();
@@ -155,7 +170,29 @@ impl Repository {
     }
 
     pub fn resolve(&self, selector: &Selector) -> Result<Vec<SnapshotKey>> {
-        let all = self.snapshots()?;
+        self.resolve_for(selector, None)
+    }
+
+    /// Like [`Repository::resolve`], among the snapshots of one host only
+    /// (a node's history; version 1 snapshots, without a host, match
+    /// `""`). Filtering reads manifests, newest first, until the selector
+    /// is satisfied.
+    pub fn resolve_for(&self, selector: &Selector, host: Option<&str>) -> Result<Vec<SnapshotKey>> {
+        let mut all = self.snapshots()?;
+        if let Some(host) = host {
+            let of_host = |k: &SnapshotKey| self.load_manifest(k).is_ok_and(|m| m.host == host);
+            all = match selector {
+                Selector::Latest => all.into_iter().rev().find(of_host).into_iter().collect(),
+                Selector::Height(h) => all
+                    .into_iter()
+                    .rev()
+                    .filter(|k| k.height == *h)
+                    .find(of_host)
+                    .into_iter()
+                    .collect(),
+                _ => all.into_iter().filter(of_host).collect(),
+            };
+        }
         let picked: Vec<SnapshotKey> = match selector {
             Selector::All => all,
             Selector::Latest => all.last().copied().into_iter().collect(),
@@ -182,12 +219,16 @@ impl Repository {
         // `all` of an empty repository is nothing, not an error: an audit
         // of a new repository has nothing to report.
         if picked.is_empty() && *selector != Selector::All {
+            let name = match selector {
+                Selector::Latest => "latest".into(),
+                Selector::All => "all".into(),
+                Selector::Height(h) => h.to_string(),
+                Selector::Id(p) => p.clone(),
+            };
             return Err(Error::NoSnapshot {
-                selector: match selector {
-                    Selector::Latest => "latest".into(),
-                    Selector::All => "all".into(),
-                    Selector::Height(h) => h.to_string(),
-                    Selector::Id(p) => p.clone(),
+                selector: match host {
+                    Some(h) => format!("{name} of host {h}"),
+                    None => name,
                 },
             });
         }
@@ -258,42 +299,256 @@ impl Repository {
             .store
             .list(layout::EPOCHS_PREFIX)?
             .iter()
-            .filter_map(|(k, _)| layout::parse_epoch_key(k))
+            .filter_map(|o| layout::parse_epoch_key(&o.key))
             .max()
             .unwrap_or(0))
     }
 
-    /// Starts a new prune epoch. Anything that deletes chunk objects must
-    /// call this first and finish its deletions in the new epoch, so that
-    /// every client's chunk index stops trusting what it remembers.
-    pub fn bump_epoch(&self) -> Result<u64> {
+    /// Starts a new prune epoch for the sweep of `round` (the epoch object's
+    /// body names it). Anything that deletes chunk objects must call this
+    /// first and finish its deletions in the new epoch, so that every
+    /// client's chunk index stops trusting what it remembers and every
+    /// writer's commit checks the round (FORMAT.md §10).
+    pub fn bump_epoch(&self, round: u64) -> Result<u64> {
         loop {
             let next = self.epoch()? + 1;
-            if self.store.put_if_absent(&layout::epoch_key(next), b"")? {
+            let body = round.to_string();
+            if self
+                .store
+                .put_if_absent(&layout::epoch_key(next), body.as_bytes())?
+            {
                 self.store.flush()?;
                 return Ok(next);
             }
         }
     }
 
-    /// Writes the manifest after a durability barrier over every chunk it
-    /// names: the commit point of a snapshot.
-    pub fn commit(&self, manifest: &Manifest) -> Result<SnapshotKey> {
+    /// The round whose sweep started epoch `e`; `None` when the epoch
+    /// object is gone or names none (an epoch bumped by hand).
+    pub fn epoch_round(&self, e: u64) -> Result<Option<u64>> {
+        match self.store.get(&layout::epoch_key(e), 64) {
+            Ok(b) => Ok(std::str::from_utf8(&b)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())),
+            Err(e) if e.is_missing() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every prune round the repository records. One LIST request.
+    pub fn prune_rounds(&self) -> Result<BTreeMap<u64, Round>> {
+        let mut rounds: BTreeMap<u64, Round> = BTreeMap::new();
+        for o in self.store.list(layout::PRUNE_PREFIX)? {
+            let Some((round, what)) = layout::parse_round_key(&o.key) else {
+                continue;
+            };
+            let r = rounds.entry(round).or_default();
+            match what {
+                RoundObject::Plan => r.plan = Some(o),
+                RoundObject::Sweep(n) => r.sweeps.push((n, o)),
+                RoundObject::Done => r.done = Some(o),
+            }
+        }
+        for r in rounds.values_mut() {
+            r.sweeps.sort_by_key(|(n, _)| *n);
+        }
+        Ok(rounds)
+    }
+
+    /// Loads a round's plan (the chunks it condemned).
+    pub fn load_plan(&self, round: u64) -> Result<PrunePlan> {
+        let key = layout::round_key(round, RoundObject::Plan);
+        let bytes = self.store.get(
+            &key,
+            limits::MAX_PLAN_BYTES + (HEADER_LEN + TRAILER_LEN) as u64,
+        )?;
+        let plan = PrunePlan::decode(&bytes).map_err(Error::format(&key))?;
+        if plan.round != round {
+            return Err(Error::Format {
+                key,
+                cause: FormatError::corrupt("plan names another round"),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// What a writer must know before it relies on chunks it has not just
+    /// written: the epoch, and the rounds being swept right now. Two LIST
+    /// requests.
+    pub fn begin_write(&self) -> Result<WriteSession> {
+        let epoch = self.epoch()?;
+        let sweeping = self
+            .prune_rounds()?
+            .into_iter()
+            .filter(|(_, r)| r.is_sweeping())
+            .map(|(n, _)| n)
+            .collect();
+        Ok(WriteSession { epoch, sweeping })
+    }
+
+    /// Commits a manifest (FORMAT.md §10, "Writers"): a durability barrier
+    /// over its chunks; the manifest as `pending/<id>`, visible to every
+    /// prune that lists after it; a check that no prune round swept while
+    /// this writer ran took a chunk it names; a claim of `pending/<id>.fate`
+    /// that a prune expiring the pending commit could not take first; then
+    /// the manifest at its key, the commit point.
+    pub fn commit(&self, manifest: &Manifest, session: &WriteSession) -> Result<SnapshotKey> {
         manifest.validate().map_err(Error::format("new manifest"))?;
         self.store.flush()?;
         let bytes = manifest.encode();
+        let id = Hash::of(&bytes);
         let key = SnapshotKey {
             height: manifest.height,
             created_unix_ns: manifest.created_unix_ns,
-            id: Hash::of(&bytes),
+            id,
         };
-        if !self.store.put_if_absent(&key.key(), &bytes)? {
+        let pending = layout::pending_key(&id);
+        self.store.put_if_absent(&pending, &bytes)?;
+        self.store.flush()?;
+        testhook::point("commit-pending");
+        if let Err(e) = self.check_sweeps(manifest, session) {
+            let _ = self.store.delete(&pending);
+            return Err(e);
+        }
+        let fate = layout::fate_key(&id);
+        if !self.store.put_if_absent(&fate, FATE_COMMIT)? {
+            match self.store.get(&fate, 64) {
+                Ok(f) if f == FATE_COMMIT => {}
+                _ => {
+                    return Err(Error::Refused(format!(
+                    "snapshot {} not committed: a prune expired its pending commit (the snapshot \
+                         waited too long between writing and committing); run it again",
+                    key.key()
+                )))
+                }
+            }
+        }
+        // Claimed. A prune that expired the pending commit before (and
+        // removed its own claim since) removed the pending object first: if
+        // it is still there, it has been a root without a break since it
+        // was written, and no prune can expire it any more.
+        if self.store.size(&pending)?.is_none() {
+            let _ = self.store.delete(&fate);
             return Err(Error::Refused(format!(
-                "snapshot {} already exists",
+                "snapshot {} not committed: a prune expired its pending commit (the snapshot \
+                 waited too long between writing and committing); run it again",
                 key.key()
             )));
         }
+        testhook::point("commit-claimed");
+        if !self.store.put_if_absent(&key.key(), &bytes)? {
+            // Our own earlier attempt, or a prune that completed it for us,
+            // wrote the very bytes; anything else is a collision.
+            let same = self
+                .store
+                .get(&key.key(), bytes.len() as u64)
+                .is_ok_and(|b| b == bytes);
+            if !same {
+                return Err(Error::Refused(format!(
+                    "snapshot {} already exists",
+                    key.key()
+                )));
+            }
+        }
         self.store.flush()?;
+        // Done; what is left is tidying a later prune would also do.
+        let _ = self.store.delete(&pending);
+        let _ = self.store.delete(&fate);
         Ok(key)
+    }
+
+    /// The writer's check before its commit: every round swept since the
+    /// writer began (an epoch after its own) or being swept when it began
+    /// must not have deleted a chunk the manifest names.
+    fn check_sweeps(&self, manifest: &Manifest, session: &WriteSession) -> Result<()> {
+        let now = self.epoch()?;
+        let mut rounds: BTreeSet<u64> = session.sweeping.clone();
+        for e in session.epoch + 1..=now {
+            match self.epoch_round(e)? {
+                Some(r) => {
+                    rounds.insert(r);
+                }
+                None => {
+                    return Err(Error::Refused(format!(
+                        "snapshot not committed: chunks were deleted while it ran (epoch {e}) and \
+                         the record of what was deleted is gone; run it again"
+                    )))
+                }
+            }
+        }
+        if rounds.is_empty() {
+            return Ok(());
+        }
+        let refs: HashSet<ChunkId> = manifest
+            .files()
+            .flat_map(|(_, _, _, chunks)| chunks.iter().map(|c| c.id))
+            .collect();
+        let state = self.prune_rounds()?;
+        for r in rounds {
+            let plan = match self.load_plan(r) {
+                Ok(p) => p,
+                Err(e) if e.is_missing() => {
+                    return Err(Error::Refused(format!(
+                    "snapshot not committed: prune round {r} deleted chunks while it ran and its \
+                         record is gone (the snapshot ran too long); run it again"
+                )))
+                }
+                Err(e) => return Err(e),
+            };
+            let hit: Vec<ChunkId> = plan
+                .chunks
+                .iter()
+                .filter(|c| refs.contains(c))
+                .copied()
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            if state.get(&r).is_none_or(|s| s.done.is_none()) {
+                return Err(Error::Refused(format!(
+                    "snapshot not committed: prune round {r} is deleting {} chunk(s) it names \
+                     (e.g. {}); run it again once the prune has finished",
+                    hit.len(),
+                    hit[0]
+                )));
+            }
+            for c in &hit {
+                if self.store.size(&layout::chunk_key(c))?.is_none() {
+                    return Err(Error::Refused(format!(
+                        "snapshot not committed: prune round {r} deleted chunk {c}, which it reused; \
+                         run it again (it will store the chunk anew)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The body of a fate object that a writer claims.
+pub const FATE_COMMIT: &[u8] = b"commit\n";
+/// The body of a fate object that a prune claims to expire a pending commit.
+pub const FATE_EXPIRE: &[u8] = b"expire\n";
+
+/// What a writer knew of the repository's prunes when it began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteSession {
+    pub epoch: u64,
+    /// Rounds whose sweep had started and not finished.
+    pub sweeping: BTreeSet<u64>,
+}
+
+/// One prune round's objects, as listed.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    pub plan: Option<ObjectInfo>,
+    /// Sweep attempts, by attempt number.
+    pub sweeps: Vec<(u32, ObjectInfo)>,
+    pub done: Option<ObjectInfo>,
+}
+
+impl Round {
+    pub fn is_sweeping(&self) -> bool {
+        !self.sweeps.is_empty() && self.done.is_none()
     }
 }

@@ -53,6 +53,9 @@ const MMAP_MAX: u64 = 64 << 20;
 pub struct SnapshotOptions {
     pub source: PathBuf,
     pub height: u64,
+    /// The node's name (`--host`): with the source it names the history
+    /// the snapshot continues. Empty: this machine's host name.
+    pub host: String,
     pub tags: Vec<String>,
     /// Relative paths under the source to include; empty means everything.
     /// An include that is a symlink to a directory is followed (the data
@@ -286,12 +289,15 @@ pub fn execute(
         }
         warnings.extend(s.warnings.iter().cloned());
     }
+    // Before anything relies on a chunk being stored: what prunes are under
+    // way (the commit checks everything since).
+    let session = repo.begin_write()?;
     let snapshots = repo.snapshots()?;
     let index = match state {
-        Some(s) => s.chunk_index(repo, &snapshots)?,
+        Some(s) => s.chunk_index(repo, &snapshots, &session)?,
         None => ChunkIndex::default(),
     };
-    let (index_origin, index_epoch) = (index.origin, index.epoch);
+    let (index_origin, index_epoch, provisional) = (index.origin, index.epoch, index.provisional);
     warnings.extend(index.warnings.iter().cloned());
 
     let writer = ChunkWriter::new(repo, index);
@@ -330,7 +336,12 @@ pub fn execute(
         });
     }
 
-    let parent = previous_of(repo, &snapshots, &plan.label)?;
+    let host = if opts.host.is_empty() {
+        crate::repo::this_host()
+    } else {
+        opts.host.clone()
+    };
+    let parent = previous_of(repo, &snapshots, &host, &plan.label)?;
     let mut stats = Stats {
         new_chunks: writer.new_chunks.load(Ordering::Relaxed),
         new_stored_bytes: writer.new_bytes.load(Ordering::Relaxed),
@@ -345,6 +356,7 @@ pub fn execute(
         height: opts.height,
         created_unix_ns: now_unix_ns(),
         source: plan.label.clone(),
+        host,
         tags: opts.tags.clone(),
         parent,
         chunker: repo.config().chunker,
@@ -354,14 +366,21 @@ pub fn execute(
         entries,
     };
     interrupt::check()?;
-    let key = repo.commit(&manifest)?;
+    let key = repo.commit(&manifest, &session)?;
     if let Some(s) = state {
         let chunks = manifest
             .files()
             .flat_map(|(_, _, _, chunks)| chunks.iter().map(|c| (c.id, c.stored_len)));
         // The snapshot is committed; a cache that cannot be updated only
         // makes the next one slower.
-        if let Err(e) = s.record(index_epoch, &manifest.source, &records, chunks, &key) {
+        if let Err(e) = s.record(
+            index_epoch,
+            provisional,
+            &manifest.source,
+            &records,
+            chunks,
+            &key,
+        ) {
             warnings.push(format!("local state not updated: {e}"));
         }
     }
@@ -492,22 +511,32 @@ fn store_files(
     })
 }
 
-/// The newest snapshot of the same source: this snapshot's parent.
+/// This snapshot's parent: the newest snapshot of the same history (host
+/// and source); for the first of a host, the newest version 1 snapshot of
+/// the source (taken before hosts were recorded), so that a history that
+/// spans the upgrade stays one chain.
 fn previous_of(
     repo: &Repository,
     snapshots: &[SnapshotKey],
-    source_label: &str,
+    host: &str,
+    source: &str,
 ) -> Result<Option<Hash>> {
+    let mut before_hosts = None;
     for key in snapshots.iter().rev() {
         // A damaged older manifest must not block new snapshots; verify
         // reports it.
         if let Ok(m) = repo.load_manifest(key) {
-            if m.source == source_label {
-                return Ok(Some(key.id));
+            if m.source == source {
+                if m.host == host {
+                    return Ok(Some(key.id));
+                }
+                if m.host.is_empty() && before_hosts.is_none() {
+                    before_hosts = Some(key.id);
+                }
             }
         }
     }
-    Ok(None)
+    Ok(before_hosts)
 }
 
 fn mtime_ns(meta: &Metadata) -> i64 {

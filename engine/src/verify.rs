@@ -176,6 +176,14 @@ pub fn verify(
     for (i, key) in keys.iter().enumerate() {
         match repo.load_manifest(key) {
             Ok(m) => manifests.push((i, m)),
+            // Forgotten since it was listed (a forget running beside this
+            // verify): not damage.
+            Err(e)
+                if e.is_missing()
+                    && repo
+                        .store()
+                        .size(&layout::forgotten_key(&key.id))
+                        .is_ok_and(|s| s.is_some()) => {}
             Err(e) => problems.push(Problem {
                 kind: classify(&e),
                 snapshot: Some(names[i].clone()),
@@ -212,7 +220,7 @@ pub fn verify(
         .store()
         .list(layout::CHUNKS_PREFIX)?
         .into_iter()
-        .filter_map(|(k, size)| layout::parse_chunk_key(&k).map(|id| (id, size)))
+        .filter_map(|o| layout::parse_chunk_key(&o.key).map(|id| (id, o.size)))
         .collect();
     let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
     let mut sorted: Vec<(&ChunkId, &FirstRef)> = chunks.iter().collect();

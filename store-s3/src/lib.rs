@@ -21,7 +21,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use blocksnap::error::{Error, Result};
-use blocksnap::store::{Counts, Store};
+use blocksnap::store::{Counts, ObjectInfo, Store};
 
 pub use client::{Auth, S3Options};
 use retry::{Attempt, Failure};
@@ -334,7 +334,7 @@ impl Store for S3Store {
         r
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let full = self.object_key(prefix);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -356,7 +356,14 @@ impl Store for S3Store {
             for obj in page.contents() {
                 if let Some(k) = obj.key() {
                     if let Some(rel) = k.strip_prefix(&self.prefix) {
-                        out.push((rel.to_string(), obj.size().unwrap_or(0).max(0) as u64));
+                        let modified = obj
+                            .last_modified()
+                            .map_or(0, |t| t.as_nanos().clamp(0, u64::MAX as i128) as u64);
+                        out.push(ObjectInfo {
+                            key: rel.to_string(),
+                            size: obj.size().unwrap_or(0).max(0) as u64,
+                            modified_unix_ns: modified,
+                        });
                     }
                 }
             }
@@ -377,8 +384,69 @@ impl Store for S3Store {
                 }
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// `DeleteObjects`, 1 000 keys a request; a key the server could not
+    /// delete (other than one already gone) fails the batch, which is
+    /// retried like any request.
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in keys.chunks(1000) {
+            let objects: Vec<ObjectIdentifier> = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(self.object_key(k))
+                        .build()
+                        .expect("a key is set")
+                })
+                .collect();
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .expect("objects are set");
+            self.run(Op::Delete, &batch[0], || {
+                let req = self
+                    .client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete.clone());
+                async move {
+                    match req.send().await {
+                        Ok(out) => {
+                            let failed: Vec<String> = out
+                                .errors()
+                                .iter()
+                                .filter(|e| e.code() != Some("NoSuchKey"))
+                                .map(|e| {
+                                    format!(
+                                        "{}: {} {}",
+                                        e.key().unwrap_or("?"),
+                                        e.code().unwrap_or("?"),
+                                        e.message().unwrap_or("")
+                                    )
+                                })
+                                .collect();
+                            if failed.is_empty() {
+                                Attempt::Done(())
+                            } else {
+                                Attempt::Retry(format!(
+                                    "{} of {} deletions refused: {}",
+                                    failed.len(),
+                                    batch.len(),
+                                    failed[0]
+                                ))
+                            }
+                        }
+                        Err(e) => retry::classify(&e).into_attempt(),
+                    }
+                }
+            })?;
+        }
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<()> {

@@ -29,6 +29,8 @@ pub fn encode(raw: &[u8], compressor: &mut zstd::bulk::Compressor<'_>) -> Vec<u8
     };
     let header = Header {
         kind: Kind::Chunk,
+        // The chunk layout is version 1's: older readers read it too.
+        version: 1,
         codec,
         raw_len: raw.len() as u64,
         payload_len: payload.len() as u64,

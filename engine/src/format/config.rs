@@ -49,11 +49,12 @@ impl ChunkerParams {
 
 impl RepoConfig {
     pub fn encode(&self) -> Vec<u8> {
-        envelope::seal(Kind::Config, &super::encode_body(self))
+        // The config layout is version 1's: older readers read it too.
+        envelope::seal(Kind::Config, 1, &super::encode_body(self))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<RepoConfig, FormatError> {
-        let body = envelope::open(bytes, Kind::Config, limits::MAX_CONFIG_BYTES)?;
+        let (_, body) = envelope::open(bytes, Kind::Config, limits::MAX_CONFIG_BYTES)?;
         let config: RepoConfig = super::decode_body(body)?;
         config.chunker.validate()?;
         if !(-7..=22).contains(&config.zstd_level) {

@@ -3,8 +3,9 @@
 //! ```text
 //! offset size field
 //!      0    4 magic        "BSNP"
-//!      4    1 kind         1 config, 2 chunk, 3 manifest
-//!      5    1 version      format version (1)
+//!      4    1 kind         1 config, 2 chunk, 3 manifest, 4 forget record,
+//!                          5 prune plan
+//!      5    1 version      format version of this object's layout (1 or 2)
 //!      6    1 codec        0 raw, 1 zstd
 //!      7    1 reserved     0
 //!      8    8 raw_len      u64 LE, payload length after decoding
@@ -20,7 +21,12 @@
 use super::FormatError;
 
 pub const MAGIC: [u8; 4] = *b"BSNP";
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest format version this build reads and writes. Each object is
+/// written with the lowest version whose layout it follows: chunks and the
+/// config are unchanged since version 1 and still written as 1, so that
+/// older readers keep reading them; manifests (which gained `host`) and
+/// the kinds version 2 added are written as 2.
+pub const FORMAT_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 24;
 pub const TRAILER_LEN: usize = 32;
 
@@ -29,6 +35,8 @@ pub enum Kind {
     Config = 1,
     Chunk = 2,
     Manifest = 3,
+    ForgetRecord = 4,
+    PrunePlan = 5,
 }
 
 impl Kind {
@@ -37,6 +45,16 @@ impl Kind {
             Kind::Config => "config",
             Kind::Chunk => "chunk",
             Kind::Manifest => "manifest",
+            Kind::ForgetRecord => "forget record",
+            Kind::PrunePlan => "prune plan",
+        }
+    }
+
+    /// The format version that introduced the kind.
+    fn since(self) -> u8 {
+        match self {
+            Kind::Config | Kind::Chunk | Kind::Manifest => 1,
+            Kind::ForgetRecord | Kind::PrunePlan => 2,
         }
     }
 }
@@ -50,6 +68,8 @@ pub enum Codec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub kind: Kind,
+    /// The object's format version (1 ..= [`FORMAT_VERSION`]).
+    pub version: u8,
     pub codec: Codec,
     pub raw_len: u64,
     pub payload_len: u64,
@@ -60,7 +80,7 @@ impl Header {
         let mut out = [0u8; HEADER_LEN];
         out[..4].copy_from_slice(&MAGIC);
         out[4] = self.kind as u8;
-        out[5] = FORMAT_VERSION;
+        out[5] = self.version;
         out[6] = self.codec as u8;
         out[7] = 0;
         out[8..16].copy_from_slice(&self.raw_len.to_le_bytes());
@@ -99,6 +119,13 @@ impl Header {
                 "expected a {} object, found kind byte {}",
                 kind.name(),
                 head[4]
+            )));
+        }
+        if version < kind.since() {
+            return Err(FormatError::corrupt(format!(
+                "a {} object cannot be format version {version} (the kind exists since version {})",
+                kind.name(),
+                kind.since()
             )));
         }
         let codec = match head[6] {
@@ -140,6 +167,7 @@ impl Header {
         }
         let header = Header {
             kind,
+            version,
             codec,
             raw_len,
             payload_len,
@@ -148,10 +176,11 @@ impl Header {
     }
 }
 
-/// Header + payload + BLAKE3 trailer, for config and manifest objects.
-pub(crate) fn seal(kind: Kind, payload: &[u8]) -> Vec<u8> {
+/// Header + payload + BLAKE3 trailer, for every kind but chunks.
+pub(crate) fn seal(kind: Kind, version: u8, payload: &[u8]) -> Vec<u8> {
     let header = Header {
         kind,
+        version,
         codec: Codec::Raw,
         raw_len: payload.len() as u64,
         payload_len: payload.len() as u64,
@@ -164,8 +193,8 @@ pub(crate) fn seal(kind: Kind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The payload of a sealed (config or manifest) object, checked.
-pub(crate) fn open(bytes: &[u8], kind: Kind, max: u64) -> Result<&[u8], FormatError> {
+/// The format version and payload of a sealed object, checked.
+pub(crate) fn open(bytes: &[u8], kind: Kind, max: u64) -> Result<(u8, &[u8]), FormatError> {
     FormatError::check_limit("object size", bytes.len() as u64, max)?;
     let (header, payload) = Header::split(bytes, kind)?;
     if header.codec != Codec::Raw {
@@ -180,7 +209,7 @@ pub(crate) fn open(bytes: &[u8], kind: Kind, max: u64) -> Result<&[u8], FormatEr
             "raw length differs from payload length",
         ));
     }
-    Ok(payload)
+    Ok((header.version, payload))
 }
 
 #[cfg(test)]
@@ -189,8 +218,19 @@ mod tests {
 
     #[test]
     fn sealed_object_round_trips_and_detects_damage() {
-        let obj = seal(Kind::Manifest, b"hello");
-        assert_eq!(open(&obj, Kind::Manifest, 1 << 20).unwrap(), b"hello");
+        let obj = seal(Kind::Manifest, 2, b"hello");
+        assert_eq!(
+            open(&obj, Kind::Manifest, 1 << 20).unwrap(),
+            (2, &b"hello"[..])
+        );
+        let v1 = seal(Kind::Manifest, 1, b"hello");
+        assert_eq!(open(&v1, Kind::Manifest, 1 << 20).unwrap().0, 1);
+        // A kind of version 2 never carries version 1.
+        let early = seal(Kind::PrunePlan, 1, b"x");
+        assert!(matches!(
+            open(&early, Kind::PrunePlan, 1 << 20),
+            Err(FormatError::Corrupt(m)) if m.contains("cannot be format version 1")
+        ));
 
         let mut flipped = obj.clone();
         flipped[HEADER_LEN] ^= 1;
@@ -212,6 +252,9 @@ mod tests {
         ));
         let mut newer = obj.clone();
         newer[5] = FORMAT_VERSION + 1;
+        let len = newer.len();
+        let sum = blake3::hash(&newer[..len - TRAILER_LEN]);
+        newer[len - TRAILER_LEN..].copy_from_slice(sum.as_bytes());
         assert_eq!(
             open(&newer, Kind::Manifest, 1 << 20),
             Err(FormatError::NeedsNewer {

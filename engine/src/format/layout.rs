@@ -5,6 +5,13 @@
 //! config                                    the repository config
 //! chunks/<h0h1>/<64 hex>                    a chunk, named by its id
 //! snapshots/<height:020>-<created:020>-<64 hex>   a manifest
+//! epochs/<n:020>                            a sweep began (body: its round)
+//! forgotten/<64 hex>                        a forget record (v2)
+//! pending/<64 hex>                          a manifest being committed (v2)
+//! pending/<64 hex>.fate                     "commit" or "expire" (v2)
+//! prune/<round:020>.plan                    a round's condemned chunks (v2)
+//! prune/<round:020>.sweep-<attempt:04>      a sweep attempt began (v2)
+//! prune/<round:020>.done                    the round is swept (v2)
 //! ```
 //! Snapshot keys sort lexicographically by height, then by commit time, so a
 //! plain listing is the history in order; the last field is the manifest
@@ -19,6 +26,68 @@ pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
 /// Prune epochs: `epochs/{n:020}`. Whoever deletes chunks first writes the
 /// next epoch, so that clients' chunk indexes know to re-check (§10).
 pub const EPOCHS_PREFIX: &str = "epochs/";
+
+pub const FORGOTTEN_PREFIX: &str = "forgotten/";
+pub const PENDING_PREFIX: &str = "pending/";
+pub const PRUNE_PREFIX: &str = "prune/";
+
+pub fn forgotten_key(id: &Hash) -> String {
+    format!("{FORGOTTEN_PREFIX}{}", id.to_hex())
+}
+
+pub fn pending_key(id: &Hash) -> String {
+    format!("{PENDING_PREFIX}{}", id.to_hex())
+}
+
+pub fn fate_key(id: &Hash) -> String {
+    format!("{PENDING_PREFIX}{}.fate", id.to_hex())
+}
+
+/// What a key under `pending/` is: a pending manifest or its fate.
+pub fn parse_pending_key(key: &str) -> Option<(Hash, bool)> {
+    let rest = key.strip_prefix(PENDING_PREFIX)?;
+    match rest.strip_suffix(".fate") {
+        Some(hex) => Some((hex.parse().ok()?, true)),
+        None => Some((rest.parse().ok()?, false)),
+    }
+}
+
+/// The objects of one prune round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundObject {
+    Plan,
+    Sweep(u32),
+    Done,
+}
+
+pub fn round_key(round: u64, what: RoundObject) -> String {
+    match what {
+        RoundObject::Plan => format!("{PRUNE_PREFIX}{round:020}.plan"),
+        RoundObject::Sweep(n) => format!("{PRUNE_PREFIX}{round:020}.sweep-{n:04}"),
+        RoundObject::Done => format!("{PRUNE_PREFIX}{round:020}.done"),
+    }
+}
+
+pub fn parse_round_key(key: &str) -> Option<(u64, RoundObject)> {
+    let rest = key.strip_prefix(PRUNE_PREFIX)?;
+    let (digits, what) = rest.split_once('.')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let round = digits.parse().ok()?;
+    let what = match what {
+        "plan" => RoundObject::Plan,
+        "done" => RoundObject::Done,
+        s => {
+            let n = s.strip_prefix("sweep-")?;
+            if n.len() != 4 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            RoundObject::Sweep(n.parse().ok()?)
+        }
+    };
+    Some((round, what))
+}
 
 pub fn epoch_key(n: u64) -> String {
     format!("{EPOCHS_PREFIX}{n:020}")
@@ -106,5 +175,11 @@ mod tests {
         let id = Hash::of(b"c");
         assert_eq!(parse_chunk_key(&chunk_key(&id)), Some(id));
         assert_eq!(parse_chunk_key("chunks/zz/abc"), None);
+        for what in [RoundObject::Plan, RoundObject::Sweep(3), RoundObject::Done] {
+            assert_eq!(parse_round_key(&round_key(42, what)), Some((42, what)));
+        }
+        assert_eq!(parse_round_key("prune/42.plan"), None);
+        assert_eq!(parse_pending_key(&fate_key(&id)), Some((id, true)));
+        assert_eq!(parse_pending_key(&pending_key(&id)), Some((id, false)));
     }
 }

@@ -31,3 +31,10 @@ pub const MAX_WARNINGS: u64 = 1024;
 
 /// Largest repository config object.
 pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
+
+/// Largest forget record (a few labels and a key).
+pub const MAX_RECORD_BYTES: u64 = 64 << 10;
+
+/// Largest prune plan: 8 M chunk ids; a prune that condemns more writes
+/// several plans.
+pub const MAX_PLAN_BYTES: u64 = 256 << 20;

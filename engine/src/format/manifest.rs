@@ -20,17 +20,24 @@ use super::envelope::{self, Kind, HEADER_LEN};
 use super::{limits, path, FormatError};
 use crate::id::{ChunkId, Hash};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
+/// A manifest as the engine uses it. On the wire it is version 2 (with
+/// `host`) or, when `host` is empty, version 1 (the layout before hosts
+/// existed): a decoded manifest always re-encodes to its own bytes.
+#[derive(Debug, Clone, PartialEq, Eq, arbitrary::Arbitrary)]
 pub struct Manifest {
     pub height: u64,
     /// Nanoseconds since the Unix epoch when the manifest was built, just
     /// before it was committed.
     pub created_unix_ns: u64,
     /// Where the snapshot was taken from (the source directory, with the
-    /// node's IP normalised); snapshots of one source form a history.
+    /// node's IP normalised).
     pub source: String,
+    /// The node that took it (`--host`, by default the host name). With
+    /// `source` it names the snapshot's history. Empty only in version 1
+    /// manifests, written before hosts were recorded.
+    pub host: String,
     pub tags: Vec<String>,
-    /// Id of the previous snapshot of the same source, if any.
+    /// Id of the previous snapshot of the same history, if any.
     pub parent: Option<Hash>,
     pub chunker: ChunkerParams,
     pub zstd_level: i32,
@@ -85,24 +92,161 @@ pub struct ChunkRef {
     pub stored_len: u32,
 }
 
+/// The version 1 body: the fields in wire order, borrowed for encoding.
+#[derive(Serialize)]
+struct WireV1<'a> {
+    height: u64,
+    created_unix_ns: u64,
+    source: &'a str,
+    tags: &'a [String],
+    parent: &'a Option<Hash>,
+    chunker: &'a ChunkerParams,
+    zstd_level: i32,
+    warnings: &'a [String],
+    stats: &'a Stats,
+    entries: &'a [Entry],
+}
+
+/// The version 2 body: version 1's with `host` after `source`.
+#[derive(Serialize)]
+struct WireV2<'a> {
+    height: u64,
+    created_unix_ns: u64,
+    source: &'a str,
+    host: &'a str,
+    tags: &'a [String],
+    parent: &'a Option<Hash>,
+    chunker: &'a ChunkerParams,
+    zstd_level: i32,
+    warnings: &'a [String],
+    stats: &'a Stats,
+    entries: &'a [Entry],
+}
+
+#[derive(Deserialize)]
+struct OwnedV1 {
+    height: u64,
+    created_unix_ns: u64,
+    source: String,
+    tags: Vec<String>,
+    parent: Option<Hash>,
+    chunker: ChunkerParams,
+    zstd_level: i32,
+    warnings: Vec<String>,
+    stats: Stats,
+    entries: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct OwnedV2 {
+    height: u64,
+    created_unix_ns: u64,
+    source: String,
+    host: String,
+    tags: Vec<String>,
+    parent: Option<Hash>,
+    chunker: ChunkerParams,
+    zstd_level: i32,
+    warnings: Vec<String>,
+    stats: Stats,
+    entries: Vec<Entry>,
+}
+
 impl Manifest {
-    pub fn encode(&self) -> Vec<u8> {
-        envelope::seal(Kind::Manifest, &super::encode_body(self))
+    /// The format version this manifest is written as.
+    pub fn version(&self) -> u8 {
+        if self.host.is_empty() {
+            1
+        } else {
+            2
+        }
     }
 
-    /// Decodes and validates a manifest object.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = if self.host.is_empty() {
+            super::encode_body(&WireV1 {
+                height: self.height,
+                created_unix_ns: self.created_unix_ns,
+                source: &self.source,
+                tags: &self.tags,
+                parent: &self.parent,
+                chunker: &self.chunker,
+                zstd_level: self.zstd_level,
+                warnings: &self.warnings,
+                stats: &self.stats,
+                entries: &self.entries,
+            })
+        } else {
+            super::encode_body(&WireV2 {
+                height: self.height,
+                created_unix_ns: self.created_unix_ns,
+                source: &self.source,
+                host: &self.host,
+                tags: &self.tags,
+                parent: &self.parent,
+                chunker: &self.chunker,
+                zstd_level: self.zstd_level,
+                warnings: &self.warnings,
+                stats: &self.stats,
+                entries: &self.entries,
+            })
+        };
+        envelope::seal(Kind::Manifest, self.version(), &body)
+    }
+
+    /// Decodes and validates a manifest object of version 1 or 2.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
-        let body = envelope::open(bytes, Kind::Manifest, limits::MAX_MANIFEST_BYTES)?;
-        let manifest: Manifest = super::decode_body(body)?;
+        let (version, body) = envelope::open(bytes, Kind::Manifest, limits::MAX_MANIFEST_BYTES)?;
+        let manifest = if version == 1 {
+            let m: OwnedV1 = super::decode_body(body)?;
+            Manifest {
+                height: m.height,
+                created_unix_ns: m.created_unix_ns,
+                source: m.source,
+                host: String::new(),
+                tags: m.tags,
+                parent: m.parent,
+                chunker: m.chunker,
+                zstd_level: m.zstd_level,
+                warnings: m.warnings,
+                stats: m.stats,
+                entries: m.entries,
+            }
+        } else {
+            let m: OwnedV2 = super::decode_body(body)?;
+            if m.host.is_empty() {
+                return Err(FormatError::corrupt(
+                    "a version 2 manifest with an empty host",
+                ));
+            }
+            Manifest {
+                height: m.height,
+                created_unix_ns: m.created_unix_ns,
+                source: m.source,
+                host: m.host,
+                tags: m.tags,
+                parent: m.parent,
+                chunker: m.chunker,
+                zstd_level: m.zstd_level,
+                warnings: m.warnings,
+                stats: m.stats,
+                entries: m.entries,
+            }
+        };
         manifest.validate()?;
         Ok(manifest)
+    }
+
+    /// The history this snapshot belongs to: its host and source.
+    pub fn history(&self) -> (&str, &str) {
+        (&self.host, &self.source)
     }
 
     /// The invariants `decode` guarantees; `encode`'s callers uphold them too.
     pub fn validate(&self) -> Result<(), FormatError> {
         self.chunker.validate()?;
         FormatError::check_limit("tags", self.tags.len() as u64, limits::MAX_TAGS)?;
-        for label in self.tags.iter().chain([&self.source]) {
+        for label in self.tags.iter().chain([&self.source, &self.host]) {
             FormatError::check_limit("label length", label.len() as u64, limits::MAX_LABEL_BYTES)?;
         }
         FormatError::check_limit("warnings", self.warnings.len() as u64, limits::MAX_WARNINGS)?;
@@ -218,7 +362,7 @@ mod tests {
         body.extend_from_slice(&2u64.to_le_bytes());
         body.extend_from_slice(&(200u64 << 20).to_le_bytes());
         body.extend_from_slice(b"short");
-        let object = envelope::seal(Kind::Manifest, &body);
+        let object = envelope::seal(Kind::Manifest, 1, &body);
         match Manifest::decode(&object) {
             Err(FormatError::Limit { .. }) => {}
             other => panic!("expected a limit error, got {other:?}"),

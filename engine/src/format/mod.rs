@@ -13,10 +13,12 @@
 pub mod chunk;
 pub mod config;
 pub mod envelope;
+pub mod forget;
 pub mod layout;
 pub mod limits;
 pub mod manifest;
 pub mod path;
+pub mod prune;
 
 pub use envelope::{Codec, Kind, FORMAT_VERSION, MAGIC};
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::Store;
+use super::{ObjectInfo, Store};
 use crate::error::Result;
 
 pub struct CountingStore<S> {
@@ -91,13 +91,22 @@ impl<S: Store> Store for CountingStore<S> {
         self.sizes.fetch_add(1, Ordering::Relaxed);
         self.inner.size(key)
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.lists.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.deletes.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(key)
+    }
+    /// One request per key: what the inner store makes of them is its own
+    /// count, when it keeps one.
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        self.deletes.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.inner.delete_many(keys)
+    }
+    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
+        self.inner.remove_stale_writes(before_unix_ns)
     }
     fn flush(&self) -> Result<()> {
         self.inner.flush()

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::Store;
+use super::{ObjectInfo, Store};
 use crate::error::{Error, Result};
 
 pub struct FaultyStore<S> {
@@ -50,11 +50,17 @@ impl<S: Store> Store for FaultyStore<S> {
     fn size(&self, key: &str) -> Result<Option<u64>> {
         self.inner.size(key)
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
+    }
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        self.inner.delete_many(keys)
+    }
+    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
+        self.inner.remove_stale_writes(before_unix_ns)
     }
     fn flush(&self) -> Result<()> {
         self.inner.flush()
@@ -64,5 +70,8 @@ impl<S: Store> Store for FaultyStore<S> {
     }
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
+    }
+    fn request_counts(&self) -> Option<super::Counts> {
+        self.inner.request_counts()
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::Store;
+use super::{ObjectInfo, Store};
 use crate::error::{Error, Result};
 use crate::fsx::{DirFd, EntryType};
 
@@ -201,11 +201,24 @@ impl Store for LocalStore {
         let tmp = self
             .make_dir(TMP_DIR)
             .map_err(Self::store_err("create tmp dir for", key))?;
-        let tmp_name = self.write_tmp(&tmp, key, bytes)?;
-        let linked = self
+        let target = self
             .make_dir(dir)
-            .and_then(|d| tmp.link(&tmp_name, &d, name));
-        let _ = tmp.unlink(&tmp_name);
+            .map_err(Self::store_err("create directory for", key))?;
+        // A temp file can vanish before it is linked: a prune removes temp
+        // files a writer left for long (this one, if it was suspended
+        // between writing and linking). The bytes are still here: write
+        // them again.
+        let mut attempts = 0;
+        let linked = loop {
+            let tmp_name = self.write_tmp(&tmp, key, bytes)?;
+            let linked = tmp.link(&tmp_name, &target, name);
+            let _ = tmp.unlink(&tmp_name);
+            attempts += 1;
+            match linked {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => continue,
+                other => break other,
+            }
+        };
         self.dirty(dir);
         match linked {
             Ok(()) => Ok(true),
@@ -234,7 +247,7 @@ impl Store for LocalStore {
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         // Walk the deepest directory the prefix names in full.
         let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
         let start = match self.dir_of(dir_part) {
@@ -264,14 +277,42 @@ impl Store for LocalStore {
                         ));
                     }
                     Some(m) if m.kind == EntryType::File && key.starts_with(prefix) => {
-                        out.push((key, m.size))
+                        out.push(ObjectInfo {
+                            key,
+                            size: m.size,
+                            modified_unix_ns: m.mtime_ns.max(0) as u64,
+                        })
                     }
                     _ => {}
                 }
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// Temp files in `tmp/` older than `before_unix_ns` (by mtime): what a
+    /// writer that crashed between writing and linking left.
+    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
+        let tmp = match self.dir_of(TMP_DIR) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(Self::store_err("list", TMP_DIR)(e)),
+        };
+        let (mut files, mut bytes) = (0, 0);
+        for name in tmp.names().map_err(Self::store_err("list", TMP_DIR))? {
+            let Some(m) = tmp.stat(&name).map_err(Self::store_err("stat", TMP_DIR))? else {
+                continue;
+            };
+            if m.kind == EntryType::File && (m.mtime_ns.max(0) as u64) < before_unix_ns {
+                tmp.unlink(&name)
+                    .map_err(Self::store_err("delete", TMP_DIR))?;
+                files += 1;
+                bytes += m.size;
+            }
+        }
+        self.dirty(TMP_DIR);
+        Ok((files, bytes))
     }
 
     fn delete(&self, key: &str) -> Result<()> {
@@ -328,6 +369,7 @@ mod tests {
         assert!(store.put_if_absent("chunks/ab/cd", b"yy").unwrap());
         store.flush().unwrap();
         let keys: Vec<_> = store.list("snapshots/").unwrap();
+        let keys: Vec<(String, u64)> = keys.into_iter().map(|o| (o.key, o.size)).collect();
         assert_eq!(
             keys,
             vec![("snapshots/a".into(), 1), ("snapshots/b".into(), 3)]

@@ -14,6 +14,9 @@
 //! - `flush` returns only when everything put before it is durable; it is the
 //!   barrier between writing chunks and committing the manifest that names
 //!   them.
+//! - `list` reports each object's last-modified time in the store's own
+//!   clock (a local file's mtime, S3's `LastModified`), the one clock prune
+//!   compares ages with.
 
 pub mod counting;
 pub mod faulty;
@@ -30,6 +33,16 @@ pub use local::LocalStore;
 pub use location::{BadLocation, Location};
 pub use memory::MemoryStore;
 
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// When the object was written, in the store's own clock, as ns since
+    /// the Unix epoch (S3 keeps whole seconds).
+    pub modified_unix_ns: u64,
+}
+
 pub trait Store: Send + Sync {
     /// The whole object. A missing key is [`crate::Error::Missing`]; an
     /// object larger than `max_len` is refused before it is read, so a
@@ -42,11 +55,25 @@ pub trait Store: Send + Sync {
     /// The object's size, or `None` when it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
 
-    /// Every key under `prefix` with its size, in lexicographic order.
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    /// Every object under `prefix`, in lexicographic order of keys.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
     /// Removes the object; removing a missing key is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+
+    /// Removes several objects (S3: one `DeleteObjects` per 1 000 keys).
+    /// Missing keys are not an error.
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().try_for_each(|k| self.delete(k))
+    }
+
+    /// Removes what crashed writers left outside the object namespace (a
+    /// local store's `tmp/` files) that is older than `before_unix_ns` in
+    /// the store's clock; returns (files, bytes). Stores without such
+    /// leftovers have nothing to do.
+    fn remove_stale_writes(&self, _before_unix_ns: u64) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;
@@ -80,11 +107,17 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn size(&self, key: &str) -> Result<Option<u64>> {
         (**self).size(key)
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         (**self).list(prefix)
     }
     fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key)
+    }
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        (**self).delete_many(keys)
+    }
+    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
+        (**self).remove_stale_writes(before_unix_ns)
     }
     fn flush(&self) -> Result<()> {
         (**self).flush()

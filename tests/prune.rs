@@ -1,0 +1,491 @@
+//! Forget and prune (issue #10), through the engine: retention on real
+//! snapshots, and the prune protocol's interleavings with writers, each
+//! driven step by step on an in-memory store whose clock the test moves
+//! (FORMAT.md §10, "Prune", names the cases).
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blocksnap::forget::{self, ForgetOptions};
+use blocksnap::format::config::ChunkerParams;
+use blocksnap::format::layout::{self, RoundObject, SnapshotKey};
+use blocksnap::format::manifest::Manifest;
+use blocksnap::progress::Silent;
+use blocksnap::prune::{self, PruneOptions};
+use blocksnap::repo::FATE_COMMIT;
+use blocksnap::restore::{self, RestoreOptions};
+use blocksnap::retention::{Count, Policy};
+use blocksnap::snapshot::{self, SnapshotOptions};
+use blocksnap::store::{MemoryStore, Store};
+use blocksnap::verify::{self, Level};
+use blocksnap::{ChunkId, Repository, Selector};
+
+const PARAMS: ChunkerParams = ChunkerParams {
+    min_size: 16 << 10,
+    avg_size: 64 << 10,
+    max_size: 256 << 10,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+struct Lab {
+    tmp: tempfile::TempDir,
+    store: Arc<MemoryStore>,
+    repo: Repository,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let store = Arc::new(MemoryStore::new());
+        let repo = Repository::init(store.clone(), PARAMS, 1).unwrap();
+        Lab {
+            tmp: tempfile::tempdir().unwrap(),
+            store,
+            repo,
+        }
+    }
+
+    /// A source of `files` files of 100 KiB, each filled from `seed`.
+    fn source(&self, name: &str, files: u32, seed: u32) -> std::path::PathBuf {
+        let dir = self.tmp.path().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..files {
+            let mut data = vec![0u8; 100 << 10];
+            blake3::Hasher::new()
+                .update(format!("{seed}-{i}").as_bytes())
+                .finalize_xof()
+                .fill(&mut data);
+            std::fs::write(dir.join(format!("f{i:03}")), data).unwrap();
+        }
+        dir
+    }
+
+    fn snap(&self, source: &std::path::Path, host: &str, height: u64) -> SnapshotKey {
+        let opts = SnapshotOptions {
+            source: source.to_path_buf(),
+            height,
+            host: host.into(),
+            ..Default::default()
+        };
+        snapshot::snapshot(&self.repo, &opts, &Silent).unwrap().key
+    }
+
+    fn opts(&self) -> PruneOptions {
+        PruneOptions {
+            host: "pruner".into(),
+            ..PruneOptions::default()
+        }
+    }
+
+    fn prune(&self, opts: &PruneOptions) -> prune::PruneReport {
+        prune::run(&self.repo, opts, &Silent).unwrap()
+    }
+
+    fn chunks(&self) -> HashSet<ChunkId> {
+        self.store
+            .list(layout::CHUNKS_PREFIX)
+            .unwrap()
+            .iter()
+            .filter_map(|o| layout::parse_chunk_key(&o.key))
+            .collect()
+    }
+
+    fn refs(&self, key: &SnapshotKey) -> HashSet<ChunkId> {
+        let m = self.repo.load_manifest(key).unwrap();
+        m.files()
+            .flat_map(|(_, _, _, c)| c.iter().map(|c| c.id))
+            .collect()
+    }
+
+    fn verify_all(&self) {
+        let keys = self.repo.resolve(&Selector::All).unwrap();
+        let r = verify::verify(&self.repo, &keys, Level::Full, &Silent).unwrap();
+        assert!(r.ok(), "{:?}", r.problems);
+    }
+
+    fn forget(&self, names: &[SnapshotKey]) {
+        let opts = ForgetOptions {
+            named: names.iter().map(|k| Selector::Id(k.id.to_hex())).collect(),
+            by_host: "test".into(),
+            now_unix_ns: blocksnap::repo::now_unix_ns(),
+            ..Default::default()
+        };
+        let plan = forget::plan(&self.repo, &opts).unwrap();
+        forget::execute(&self.repo, &plan, &opts, &Silent).unwrap();
+    }
+
+    /// A manifest a writer would commit: the snapshot of `key` again, at a
+    /// new height, reusing its chunks without asking the store.
+    fn reuse(&self, key: &SnapshotKey, height: u64) -> Manifest {
+        let mut m = self.repo.load_manifest(key).unwrap();
+        m.height = height;
+        m.created_unix_ns = blocksnap::repo::now_unix_ns();
+        m.parent = Some(key.id);
+        m
+    }
+}
+
+#[test]
+fn forgotten_snapshots_leave_a_record_and_prune_reclaims_only_their_chunks() {
+    let lab = Lab::new();
+    let a = lab.source("a", 20, 1);
+    let first = lab.snap(&a, "node-a", 1);
+    let a = lab.source("a", 20, 2);
+    let second = lab.snap(&a, "node-a", 2);
+    // Another node shares half of the first snapshot's content (dedup
+    // across nodes).
+    let b = lab.source("b", 10, 1);
+    let other = lab.snap(&b, "node-b", 1);
+    let only_first: HashSet<ChunkId> = lab
+        .refs(&first)
+        .difference(&lab.refs(&second))
+        .copied()
+        .collect();
+    assert!(!only_first.is_empty());
+
+    // Policy: keep the last one per history.
+    let opts = ForgetOptions {
+        policy: Policy {
+            last: Some(Count::N(1)),
+            ..Policy::default()
+        },
+        by_host: "test".into(),
+        now_unix_ns: blocksnap::repo::now_unix_ns(),
+        ..Default::default()
+    };
+    let plan = forget::plan(&lab.repo, &opts).unwrap();
+    let forgotten: Vec<_> = plan.forgotten().map(|d| d.key.clone()).collect();
+    assert_eq!(forgotten, vec![first.key()]);
+    forget::execute(&lab.repo, &plan, &opts, &Silent).unwrap();
+    let record = lab
+        .store
+        .get(&layout::forgotten_key(&first.id), 1 << 16)
+        .unwrap();
+    let record = blocksnap::format::forget::ForgetRecord::decode(&record).unwrap();
+    assert_eq!(record.snapshot, first.key());
+    assert_eq!(record.host, "node-a");
+    assert_eq!(record.reason, "retention policy");
+    assert!(lab.repo.load_manifest(&first).unwrap_err().is_missing());
+
+    // A normal prune condemns, and deletes only a grace period later.
+    let r = lab.prune(&lab.opts());
+    assert!(r.swept.is_empty());
+    assert_eq!(r.condemned, 0, "young chunks are not condemned");
+    lab.store.advance_clock(25 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert!(r.swept.is_empty() && r.condemned > 0, "{r:?}");
+    assert!(only_first.iter().all(|c| lab.chunks().contains(c)));
+    lab.store.advance_clock(25 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.swept.len(), 1);
+    let left = lab.chunks();
+    // Shared with node-b's snapshot: kept. Only in the forgotten one: gone.
+    let shared: HashSet<ChunkId> = only_first
+        .intersection(&lab.refs(&other))
+        .copied()
+        .collect();
+    assert!(shared.iter().all(|c| left.contains(c)));
+    let gone: Vec<_> = only_first.difference(&shared).collect();
+    assert!(!gone.is_empty() && gone.iter().all(|c| !left.contains(c)));
+    lab.verify_all();
+    // Everything left is referenced.
+    let mut referenced = lab.refs(&second);
+    referenced.extend(lab.refs(&other));
+    assert_eq!(left, referenced);
+    let target = lab.tmp.path().join("restored");
+    let opts = RestoreOptions {
+        target: target.clone(),
+        ..Default::default()
+    };
+    let plan = restore::plan(&lab.repo, &second, &opts).unwrap();
+    restore::restore(&lab.repo, &plan, &opts, &Silent).unwrap();
+    assert_eq!(
+        common::describe(&target, None),
+        common::describe(&lab.tmp.path().join("a"), None)
+    );
+}
+
+/// Interleavings 1 and 2: a writer that began before a sweep (its index,
+/// its put that found a chunk present) and commits after it refuses; one
+/// that commits before the sweep lists the roots keeps its chunks.
+#[test]
+fn a_writer_that_reused_a_chunk_a_sweep_deleted_refuses_to_commit() {
+    let lab = Lab::new();
+    let a = lab.source("a", 10, 1);
+    let old = lab.snap(&a, "node-a", 1);
+    let keep = lab.snap(&lab.source("k", 2, 9), "node-a", 2);
+    lab.forget(&[old]);
+    lab.store.advance_clock(25 * HOUR);
+    // Condemn.
+    assert!(lab.prune(&lab.opts()).condemned > 0);
+
+    // The writer begins now, reusing the forgotten snapshot's chunks.
+    let session = lab.repo.begin_write().unwrap();
+    let m = {
+        // Build from the forgotten content: it is gone as a snapshot, so
+        // rebuild the manifest from a fresh snapshot in a second repo.
+        let other = Lab::new();
+        let k = other.snap(&a, "node-a", 1);
+        let mut m = other.repo.load_manifest(&k).unwrap();
+        m.height = 3;
+        m.parent = Some(keep.id);
+        m
+    };
+    lab.store.advance_clock(25 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.swept.len(), 1);
+    assert!(r.swept[0].deleted > 0);
+    let err = lab.repo.commit(&m, &session).unwrap_err().to_string();
+    assert!(
+        err.contains("prune round") && err.contains("run it again"),
+        "{err}"
+    );
+    assert_eq!(lab.repo.snapshots().unwrap(), vec![keep]);
+    assert!(lab.store.list(layout::PENDING_PREFIX).unwrap().is_empty());
+    lab.verify_all();
+
+    // The same writer's snapshot, committed before the sweep, is a root:
+    // the sweep spares what it names.
+    let lab = Lab::new();
+    let old = lab.snap(&a, "node-a", 1);
+    let m = lab.reuse(&old, 5);
+    lab.forget(&[old]);
+    lab.store.advance_clock(25 * HOUR);
+    lab.prune(&lab.opts());
+    let session = lab.repo.begin_write().unwrap();
+    let key = lab.repo.commit(&m, &session).unwrap();
+    lab.store.advance_clock(25 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.swept[0].deleted, 0);
+    assert_eq!(r.swept[0].spared, r.swept[0].condemned);
+    assert_eq!(lab.repo.snapshots().unwrap(), vec![key]);
+    lab.verify_all();
+}
+
+/// Interleaving: a writer whose pending commit is visible before the sweep
+/// lists the roots keeps its chunks even though it commits after the sweep.
+#[test]
+fn a_pending_commit_is_a_root_and_a_commit_claimed_by_a_dead_writer_is_completed() {
+    let lab = Lab::new();
+    let a = lab.source("a", 10, 1);
+    let old = lab.snap(&a, "node-a", 1);
+    let m = lab.reuse(&old, 2);
+    lab.forget(&[old]);
+    lab.store.advance_clock(25 * HOUR);
+    lab.prune(&lab.opts());
+    // A writer wrote its pending commit and claimed it, then died.
+    let bytes = m.encode();
+    let id = blocksnap::Hash::of(&bytes);
+    lab.store
+        .put_if_absent(&layout::pending_key(&id), &bytes)
+        .unwrap();
+    lab.store
+        .put_if_absent(&layout::fate_key(&id), FATE_COMMIT)
+        .unwrap();
+    lab.store.advance_clock(25 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.pending_promoted, 1);
+    assert_eq!(
+        r.swept[0].deleted, 0,
+        "a claimed commit's chunks were deleted"
+    );
+    let keys = lab.repo.snapshots().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, id);
+    assert!(lab.store.list(layout::PENDING_PREFIX).unwrap().is_empty());
+    lab.verify_all();
+}
+
+/// Interleavings 3 and 4: a writer that crashed (or froze) after writing its
+/// pending commit does not hold chunks forever: the commit expires, and a
+/// writer that comes back after that refuses.
+#[test]
+fn an_abandoned_pending_commit_expires_and_its_writer_then_refuses() {
+    let lab = Lab::new();
+    let a = lab.source("a", 10, 1);
+    let old = lab.snap(&a, "node-a", 1);
+    let m = lab.reuse(&old, 2);
+    lab.forget(&[old]);
+    let session = lab.repo.begin_write().unwrap();
+    let bytes = m.encode();
+    let id = blocksnap::Hash::of(&bytes);
+    lab.store
+        .put_if_absent(&layout::pending_key(&id), &bytes)
+        .unwrap();
+    lab.store.advance_clock(25 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.pending_expired, 1);
+    assert!(
+        r.condemned > 0,
+        "the abandoned commit still protects its chunks"
+    );
+    lab.store.advance_clock(25 * HOUR);
+    assert!(lab.prune(&lab.opts()).swept[0].deleted > 0);
+    let err = lab.repo.commit(&m, &session).unwrap_err().to_string();
+    assert!(err.contains("run it again"), "{err}");
+    assert!(lab.repo.snapshots().unwrap().is_empty());
+    lab.verify_all();
+}
+
+/// Interleaving 6: a chunk index built before a prune, on another host, is
+/// not trusted after it: the next snapshot rebuilds it and stores again the
+/// chunks the prune deleted.
+#[test]
+fn a_chunk_index_from_before_a_sweep_is_rebuilt_and_the_snapshot_is_complete() {
+    let lab = Lab::new();
+    let a = lab.source("a", 10, 1);
+    let cache = lab.tmp.path().join("cache");
+    let state = blocksnap::cache::LocalState::open(&cache, &lab.repo).unwrap();
+    let opts = SnapshotOptions {
+        source: a.clone(),
+        height: 1,
+        host: "node-a".into(),
+        ..Default::default()
+    };
+    let first = snapshot::snapshot_with_state(&lab.repo, &opts, Some(&state), &Silent)
+        .unwrap()
+        .key;
+    lab.forget(&[first]);
+    lab.store.advance_clock(25 * HOUR);
+    lab.prune(&lab.opts());
+    lab.store.advance_clock(25 * HOUR);
+    assert!(lab.prune(&lab.opts()).swept[0].deleted > 0);
+    // The stat cache says nothing changed; the index must not be believed.
+    let second = snapshot::snapshot_with_state(
+        &lab.repo,
+        &SnapshotOptions { height: 2, ..opts },
+        Some(&state),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        second.index,
+        blocksnap::cache::IndexOrigin::Rebuilt(blocksnap::cache::RebuildReason::Pruned)
+    );
+    assert!(second.stats.new_chunks > 0);
+    lab.verify_all();
+}
+
+/// Interleaving 5: two prunes at once share no round; a round another
+/// prune claimed is left to it, and taken over once its lease is over.
+#[test]
+fn concurrent_prunes_split_rounds_and_a_stalled_sweep_is_taken_over() {
+    let lab = Lab::new();
+    let a = lab.source("a", 10, 1);
+    let old = lab.snap(&a, "node-a", 1);
+    let keep = lab.snap(&lab.source("k", 3, 5), "node-a", 2);
+    lab.forget(&[old]);
+    lab.store.advance_clock(25 * HOUR);
+    lab.prune(&lab.opts());
+    lab.store.advance_clock(25 * HOUR);
+    // A prune that claimed the round (sweep attempt 1) and stalled.
+    lab.store
+        .put_if_absent(&layout::round_key(1, RoundObject::Sweep(1)), b"")
+        .unwrap();
+    lab.repo.bump_epoch(1).unwrap();
+    let r = lab.prune(&lab.opts());
+    assert!(r.swept.is_empty(), "swept a round another prune holds");
+    lab.store.advance_clock(2 * HOUR);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.swept.len(), 1, "the stalled round was not taken over");
+    assert!(lab
+        .store
+        .size(&layout::round_key(1, RoundObject::Sweep(2)))
+        .unwrap()
+        .is_some());
+    assert_eq!(lab.repo.snapshots().unwrap(), vec![keep]);
+    lab.verify_all();
+    // Retired after a week.
+    lab.store.advance_clock(8 * 24 * HOUR);
+    assert_eq!(lab.prune(&lab.opts()).rounds_retired, 1);
+    let left = lab.repo.prune_rounds().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn instant_delete_reclaims_at_once_and_refuses_beside_other_writers() {
+    let lab = Lab::new();
+    let a = lab.source("a", 10, 1);
+    let old = lab.snap(&a, "pruner", 1);
+    let keep = lab.snap(&lab.source("k", 3, 5), "pruner", 2);
+    lab.forget(&[old]);
+    let before = lab.chunks().len();
+    let r = lab.prune(&PruneOptions {
+        instant: true,
+        ..lab.opts()
+    });
+    assert_eq!(r.swept.len(), 1);
+    assert!(r.swept[0].deleted > 0);
+    assert_eq!(lab.chunks().len(), before - r.swept[0].deleted as usize);
+    assert_eq!(lab.chunks(), lab.refs(&keep));
+    lab.verify_all();
+
+    // Another node wrote recently: refused, nothing deleted.
+    lab.snap(&lab.source("b", 2, 7), "node-b", 3);
+    lab.forget(&[keep]);
+    let before = lab.chunks();
+    let err = prune::run(
+        &lab.repo,
+        &PruneOptions {
+            instant: true,
+            ..lab.opts()
+        },
+        &Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("node-b") && err.contains("--instant-delete"),
+        "{err}"
+    );
+    assert_eq!(lab.chunks(), before);
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_an_unreadable_manifest_stops_prune() {
+    let lab = Lab::new();
+    let mine = PruneOptions {
+        host: "node-a".into(),
+        ..lab.opts()
+    };
+    let a = lab.source("a", 5, 1);
+    let old = lab.snap(&a, "node-a", 1);
+    let keep = lab.snap(&lab.source("k", 2, 5), "node-a", 2);
+    lab.forget(&[old]);
+    let listing = |lab: &Lab| lab.store.list("").unwrap().len();
+    let before = listing(&lab);
+    let dry = lab.prune(&PruneOptions {
+        dry_run: true,
+        instant: true,
+        ..mine.clone()
+    });
+    assert!(dry.condemned > 0 && dry.dry_run && dry.swept[0].deleted > 0);
+    assert_eq!(listing(&lab), before, "a dry run wrote or deleted");
+
+    lab.store.tamper(&keep.key(), |b| {
+        let n = b.len() / 2;
+        b[n] ^= 1;
+    });
+    let err = prune::run(&lab.repo, &mine, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forget it by id"), "{err}");
+    assert_eq!(
+        listing(&lab),
+        before,
+        "prune acted despite an unreadable manifest"
+    );
+    // Forgetting the damaged snapshot by id works without reading it.
+    lab.forget(&[keep]);
+    assert!(lab.repo.snapshots().unwrap().is_empty());
+    let r = lab.prune(&PruneOptions {
+        instant: true,
+        ..mine.clone()
+    });
+    assert!(r.swept[0].deleted > dry.swept[0].deleted);
+    assert!(lab.chunks().is_empty(), "chunks of no snapshot were left");
+}
