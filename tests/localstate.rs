@@ -184,7 +184,7 @@ fn a_lost_chunk_is_stored_again_when_the_index_is_stale() {
 
     // A prune: bump the epoch, then delete a chunk that an unchanged file
     // still needs.
-    f.repo.bump_epoch(0).unwrap();
+    f.repo.bump_epoch(0, 0).unwrap();
     f.store.delete(&lost).unwrap();
     let second = f.snap(2, Some(&state), false);
     assert_eq!(second.index, IndexOrigin::Rebuilt(RebuildReason::Pruned));

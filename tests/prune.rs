@@ -386,7 +386,7 @@ fn concurrent_prunes_split_rounds_and_a_stalled_sweep_is_taken_over() {
     lab.store
         .put_if_absent(&layout::round_key(1, RoundObject::Sweep(1)), b"")
         .unwrap();
-    lab.repo.bump_epoch(1).unwrap();
+    lab.repo.bump_epoch(1, 0).unwrap();
     let r = lab.prune(&lab.opts());
     assert!(r.swept.is_empty(), "swept a round another prune holds");
     lab.store.advance_clock(2 * HOUR);
@@ -488,4 +488,168 @@ fn a_dry_run_changes_nothing_and_an_unreadable_manifest_stops_prune() {
     });
     assert!(r.swept[0].deleted > dry.swept[0].deleted);
     assert!(lab.chunks().is_empty(), "chunks of no snapshot were left");
+}
+
+// The interleavings below were found by an outside review of the protocol
+// (each failed before its fix); the gated store holds one process at an
+// exact request while the test runs others.
+
+use common::gated::{gate, Gate, Gated};
+
+impl Lab {
+    /// A handle on the same repository whose requests pass `gates`.
+    fn gated(&self, gates: Vec<Gate>) -> Repository {
+        Repository::open(Arc::new(Gated {
+            inner: self.store.clone(),
+            gates,
+        }))
+        .unwrap()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let keys = self.repo.resolve(&Selector::All).unwrap();
+        let r = verify::verify(&self.repo, &keys, Level::Quick, &Silent).unwrap();
+        r.problems.iter().map(|p| p.to_string()).collect()
+    }
+}
+
+#[test]
+fn a_late_done_marker_of_an_overrun_attempt_does_not_end_the_sweep_that_took_over() {
+    let lab = Lab::new();
+    let x = lab.snap(&lab.source("x", 10, 1), "node-a", 1);
+    let _keep = lab.snap(&lab.source("k", 2, 9), "node-a", 2);
+    lab.forget(&[x]);
+    lab.store.advance_clock(25 * HOUR);
+    assert!(lab.prune(&lab.opts()).condemned > 0);
+    // Y (another node) holds half of X's chunks, after the plan.
+    let y = lab.snap(&lab.source("x", 5, 1), "node-y", 3);
+    lab.store.advance_clock(25 * HOUR);
+
+    // Prune K sweeps (Y spares its chunks) and is held before its done.
+    let (g, k_done) = gate("put", |k| k.contains(".done-"));
+    let repo_k = lab.gated(vec![g]);
+    let opts = lab.opts();
+    let k = std::thread::spawn(move || prune::run(&repo_k, &opts, &Silent));
+    k_done.wait();
+    // Y is forgotten; W1 begins (the round is being swept).
+    let reused = lab.reuse(&y, 10);
+    lab.forget(&[y]);
+    let w1 = lab.repo.begin_write().unwrap();
+    // K's lease runs out; prune M takes over and is held with Y's chunks'
+    // deletion in flight.
+    lab.store.advance_clock(HOUR + Duration::from_secs(60));
+    let (g, m_delete) = gate("delete_many", |k| k.starts_with(layout::CHUNKS_PREFIX));
+    let repo_m = lab.gated(vec![g]);
+    let opts = lab.opts();
+    let m = std::thread::spawn(move || prune::run(&repo_m, &opts, &Silent));
+    m_delete.wait();
+    // K's done lands late.
+    k_done.go();
+    let _ = k.join().unwrap();
+    // Writers that check now must not take the round for finished.
+    let w2 = lab.repo.begin_write().unwrap();
+    assert!(w2.sweeping.contains_key(&1), "{w2:?}");
+    let mut second = reused.clone();
+    second.height = 11;
+    let e2 = lab.repo.commit(&second, &w2).unwrap_err().to_string();
+    let e1 = lab.repo.commit(&reused, &w1).unwrap_err().to_string();
+    for e in [e1, e2] {
+        assert!(e.contains("is deleting"), "{e}");
+    }
+    m_delete.go();
+    let r = m.join().unwrap().unwrap();
+    assert!(r.swept[0].deleted > 0);
+    assert!(lab.repo.prune_round(1).unwrap().is_done());
+    assert_eq!(lab.problems(), Vec::<String>::new());
+}
+
+#[test]
+fn a_writer_paused_past_a_retired_round_whose_number_came_back_refuses() {
+    let lab = Lab::new();
+    let x = lab.snap(&lab.source("x", 6, 1), "node-a", 1);
+    let w = lab.repo.begin_write().unwrap();
+    let reused = lab.reuse(&x, 5);
+    lab.forget(&[x]);
+    lab.store.advance_clock(25 * HOUR);
+    lab.prune(&lab.opts());
+    lab.store.advance_clock(25 * HOUR);
+    assert_eq!(lab.prune(&lab.opts()).swept.len(), 1);
+    lab.store.advance_clock(8 * 24 * HOUR);
+    assert_eq!(lab.prune(&lab.opts()).rounds_retired, 1);
+    // New garbage: a new round 1.
+    let v = lab.snap(&lab.source("v", 2, 2), "node-b", 7);
+    lab.forget(&[v]);
+    lab.store.advance_clock(25 * HOUR);
+    assert_eq!(lab.prune(&lab.opts()).condemned_round, Some(1));
+    let e = lab.repo.commit(&reused, &w).unwrap_err().to_string();
+    assert!(e.contains("gone or replaced"), "{e}");
+    assert_eq!(lab.problems(), Vec::<String>::new());
+}
+
+#[test]
+fn a_writer_whose_claimed_commit_a_prune_completed_reports_success() {
+    let lab = Lab::new();
+    let x = lab.snap(&lab.source("x", 3, 1), "node-a", 1);
+    let m = lab.reuse(&x, 2);
+    let (g, held) = gate("size", |k| {
+        k.starts_with(layout::PENDING_PREFIX) && !k.ends_with(".fate")
+    });
+    let repo_w = lab.gated(vec![g]);
+    let w = std::thread::spawn(move || {
+        let s = repo_w.begin_write().unwrap();
+        repo_w.commit(&m, &s)
+    });
+    held.wait();
+    assert_eq!(lab.prune(&lab.opts()).pending_promoted, 1);
+    held.go();
+    let key = w.join().unwrap().expect("the commit stands");
+    assert_eq!(lab.repo.snapshots().unwrap(), vec![x, key]);
+}
+
+#[test]
+fn a_forgotten_snapshot_is_not_brought_back_by_completing_its_commit() {
+    let lab = Lab::new();
+    let x = lab.snap(&lab.source("x", 3, 1), "node-a", 1);
+    let m = lab.reuse(&x, 2);
+    // A writer killed after its commit and before tidying.
+    let bytes = m.encode();
+    let id = blocksnap::Hash::of(&bytes);
+    let key = SnapshotKey {
+        height: 2,
+        created_unix_ns: m.created_unix_ns,
+        id,
+    };
+    lab.store
+        .put_if_absent(&layout::pending_key(&id), &bytes)
+        .unwrap();
+    lab.store
+        .put_if_absent(&layout::fate_key(&id), FATE_COMMIT)
+        .unwrap();
+    lab.store.put_if_absent(&key.key(), &bytes).unwrap();
+    lab.forget(&[key]);
+    let r = lab.prune(&lab.opts());
+    assert_eq!(r.pending_promoted, 0);
+    assert_eq!(lab.repo.snapshots().unwrap(), vec![x]);
+    assert!(lab.store.list(layout::PENDING_PREFIX).unwrap().is_empty());
+}
+
+#[test]
+fn a_prune_that_cannot_read_the_roots_claims_nothing() {
+    let lab = Lab::new();
+    let x = lab.snap(&lab.source("x", 4, 1), "node-a", 1);
+    let keep = lab.snap(&lab.source("k", 2, 5), "node-a", 2);
+    lab.forget(&[x]);
+    lab.store.advance_clock(25 * HOUR);
+    assert!(lab.prune(&lab.opts()).condemned > 0);
+    lab.store.advance_clock(25 * HOUR);
+    lab.store.tamper(&keep.key(), |b| {
+        let n = b.len() / 2;
+        b[n] ^= 1;
+    });
+    let e = prune::run(&lab.repo, &lab.opts(), &Silent).unwrap_err();
+    assert!(e.to_string().contains("forget it by id"), "{e}");
+    let round = lab.repo.prune_round(1).unwrap();
+    assert!(round.sweeps.is_empty() && !round.is_sweeping(), "{round:?}");
+    assert_eq!(lab.repo.epoch().unwrap(), 0, "an epoch bumped for nothing");
+    assert!(lab.repo.begin_write().unwrap().sweeping.is_empty());
 }

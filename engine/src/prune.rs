@@ -37,7 +37,7 @@ use crate::format::manifest::Manifest;
 use crate::format::prune::PrunePlan;
 use crate::id::{ChunkId, Hash};
 use crate::interrupt;
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 use crate::repo::{now_unix_ns, Repository, Round, FATE_COMMIT, FATE_EXPIRE};
 use crate::store::{Counts, ObjectInfo};
 
@@ -152,32 +152,62 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     // 1. Claim the rounds whose plans are old enough, then bump the epoch.
     // Only after that are the roots listed, so that a writer either shows
     // up in that listing or sees the epoch at its commit.
-    let mut claimed: Vec<(u64, u64)> = Vec::new();
-    for (&r, round) in &rounds {
-        let Some(plan) = &round.plan else { continue };
-        if round.done.is_some() {
-            continue;
-        }
-        if plan.modified_unix_ns.saturating_add(nanos(opts.grace)) > now {
-            report.waiting_rounds.push(r);
-            continue;
-        }
-        if let Some((_, last)) = round.sweeps.last() {
-            if last.modified_unix_ns.saturating_add(nanos(opts.lease)) > now {
-                // Another prune is sweeping it.
-                continue;
+    let claimable: Vec<(u64, u32, u64)> = rounds
+        .iter()
+        .filter_map(|(&r, round)| {
+            let plan = round.plan.as_ref()?;
+            if round.is_done() {
+                return None;
             }
-        }
+            if plan.modified_unix_ns.saturating_add(nanos(opts.grace)) > now {
+                report.waiting_rounds.push(r);
+                return None;
+            }
+            if let Some((_, last)) = round.sweeps.last() {
+                if last.modified_unix_ns.saturating_add(nanos(opts.lease)) > now {
+                    // Another prune is sweeping it.
+                    return None;
+                }
+            }
+            Some((r, round.attempt().map_or(1, |a| a + 1), round.plan_stamp()))
+        })
+        .collect();
+    // A prune that would fail listing the roots (a manifest that does not
+    // load) fails before it claims, so that it leaves no round half-claimed
+    // and no epoch bumped for nothing.
+    if !claimable.is_empty() && !opts.dry_run {
+        let look = PruneOptions {
+            dry_run: true,
+            ..opts.clone()
+        };
+        roots(repo, &look, now, &mut PruneReport::default(), &Silent)?;
+    }
+    let mut claimed: Vec<Claim> = Vec::new();
+    for (round, attempt, stamp) in claimable {
         if opts.dry_run {
-            claimed.push((r, now));
-        } else if let Some(at) = claim(repo, r, round)? {
-            claimed.push((r, at));
+            claimed.push(Claim {
+                round,
+                attempt,
+                at: now,
+            });
+        } else if let Some(c) = claim(repo, round, attempt, stamp)? {
+            claimed.push(c);
         }
     }
 
-    // 2. Roots, then chunks.
-    let roots = roots(repo, opts, now, &mut report, progress)?;
-    let chunks = list_chunks(repo)?;
+    // 2. Roots, then chunks. Should that fail, the claims are withdrawn:
+    // nothing was deleted, and the rounds are as they were.
+    let listed = roots(repo, opts, now, &mut report, progress)
+        .and_then(|roots| Ok((roots, list_chunks(repo)?)));
+    let (roots, chunks) = match listed {
+        Ok(l) => l,
+        Err(e) => {
+            if !opts.dry_run {
+                release(repo, &claimed);
+            }
+            return Err(e);
+        }
+    };
     report.snapshots = roots.snapshots;
     report.chunks = chunks.len() as u64;
     report.chunk_bytes = chunks.iter().map(|c| c.1).sum();
@@ -189,8 +219,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
 
     // 3. Sweep what was claimed.
     let mut gone: HashSet<ChunkId> = HashSet::new();
-    for (r, claimed_at) in claimed {
-        let (swept, deleted) = sweep(repo, opts, r, claimed_at, &roots, &sizes, progress)?;
+    for c in claimed {
+        let (swept, deleted) = sweep(repo, opts, &c, &roots, &sizes, progress)?;
         gone.extend(deleted);
         report.swept.push(swept);
     }
@@ -228,10 +258,15 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         if opts.instant {
             let mut again = PruneReport::default();
             for &r in &new_rounds {
-                let at = if opts.dry_run {
-                    now
+                let c = if opts.dry_run {
+                    Claim {
+                        round: r,
+                        attempt: 1,
+                        at: now,
+                    }
                 } else {
-                    claim(repo, r, &Round::default())?.ok_or_else(|| {
+                    let stamp = repo.prune_round(r)?.plan_stamp();
+                    claim(repo, r, 1, stamp)?.ok_or_else(|| {
                         Error::Refused(format!("prune round {r} was claimed by another prune"))
                     })?
                 };
@@ -250,7 +285,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                 };
                 report
                     .swept
-                    .push(sweep_with(repo, opts, r, at, &roots, &sizes, plan_chunks, progress)?.0);
+                    .push(sweep_with(repo, opts, &c, &roots, &sizes, plan_chunks, progress)?.0);
             }
             report.pending_promoted += again.pending_promoted;
             report.pending_expired += again.pending_expired;
@@ -258,8 +293,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
 
     // 6. Retire old rounds' records; remove stale temp files.
-    for (&r, round) in &rounds {
-        let Some(done) = &round.done else { continue };
+    for round in rounds.values() {
+        let Some(done) = round.done() else { continue };
         if done
             .modified_unix_ns
             .saturating_add(nanos(opts.retire_after))
@@ -271,11 +306,26 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         if !opts.dry_run {
             let mut keys: Vec<String> = round.sweeps.iter().map(|(_, o)| o.key.clone()).collect();
             keys.extend(round.plan.iter().map(|o| o.key.clone()));
-            // The done marker last: a round without it is not retired.
+            // The done markers last: a round without them is not retired.
             repo.store().delete_many(&keys)?;
-            repo.store()
-                .delete(&layout::round_key(r, RoundObject::Done))?;
+            let dones: Vec<String> = round.dones.iter().map(|(_, o)| o.key.clone()).collect();
+            repo.store().delete_many(&dones)?;
         }
+    }
+    // Clock probes a killed prune left behind.
+    if !opts.dry_run {
+        let stale: Vec<String> = repo
+            .store()
+            .list(&format!("{}now-", layout::PRUNE_PREFIX))?
+            .into_iter()
+            .filter(|o| {
+                o.modified_unix_ns
+                    .saturating_add(nanos(opts.pending_expiry))
+                    <= now
+            })
+            .map(|o| o.key)
+            .collect();
+        repo.store().delete_many(&stale)?;
     }
     if !opts.dry_run {
         let (files, bytes) = repo
@@ -349,17 +399,24 @@ pub fn store_now(repo: &Repository, opts: &PruneOptions) -> Result<u64> {
         .ok_or_else(|| Error::Refused(format!("the store did not list {probe} just written")))
 }
 
-/// Claims the sweep of round `r`; returns the claim's time (store clock),
-/// or `None` when another prune claimed it first.
-fn claim(repo: &Repository, r: u64, round: &Round) -> Result<Option<u64>> {
-    let attempt = round.sweeps.last().map_or(1, |(n, _)| n + 1);
+/// A sweep attempt this prune holds.
+struct Claim {
+    round: u64,
+    attempt: u32,
+    /// When it was claimed (store clock): the lease runs from here.
+    at: u64,
+}
+
+/// Claims attempt `attempt` at sweeping round `r` (whose plan has
+/// `stamp`), or returns `None` when another prune claimed it first.
+fn claim(repo: &Repository, r: u64, attempt: u32, stamp: u64) -> Result<Option<Claim>> {
     let key = layout::round_key(r, RoundObject::Sweep(attempt));
     if !repo.store().put_if_absent(&key, b"")? {
         return Ok(None);
     }
     repo.store().flush()?;
     crate::testhook::point("prune-claimed");
-    repo.bump_epoch(r)?;
+    repo.bump_epoch(r, stamp)?;
     crate::testhook::point("prune-epoch");
     let at = repo
         .store()
@@ -368,7 +425,47 @@ fn claim(repo: &Repository, r: u64, round: &Round) -> Result<Option<u64>> {
         .find(|o| o.key == key)
         .map(|o| o.modified_unix_ns)
         .unwrap_or(0);
-    Ok(Some(at))
+    Ok(Some(Claim {
+        round: r,
+        attempt,
+        at,
+    }))
+}
+
+/// Withdraws claims on which nothing was deleted (best effort: a claim
+/// left behind is taken over once its lease is over).
+fn release(repo: &Repository, claims: &[Claim]) {
+    let keys: Vec<String> = claims
+        .iter()
+        .map(|c| layout::round_key(c.round, RoundObject::Sweep(c.attempt)))
+        .collect();
+    let _ = repo.store().delete_many(&keys);
+    let _ = repo.store().flush();
+}
+
+/// Whether this attempt may go on deleting: its lease has a quarter left
+/// (the rest is the margin for a request in flight when it ends, since
+/// another prune may take over once the whole lease is over), and no
+/// later attempt took the round over and no attempt finished it.
+fn still_holds(repo: &Repository, opts: &PruneOptions, c: &Claim) -> Result<()> {
+    let lease = nanos(opts.lease);
+    let now = store_now(repo, opts)?;
+    if now >= c.at.saturating_add(lease - lease / 4) {
+        return Err(Error::Refused(format!(
+            "prune round {}: the sweep's lease of {} s ran out before it finished; \
+             stopped (a later prune takes the round over)",
+            c.round,
+            opts.lease.as_secs()
+        )));
+    }
+    let round = repo.prune_round(c.round)?;
+    if round.attempt() != Some(c.attempt) || round.is_done() {
+        return Err(Error::Refused(format!(
+            "prune round {} was taken over or finished by another prune meanwhile; stopped",
+            c.round
+        )));
+    }
+    Ok(())
 }
 
 fn write_plan(
@@ -406,7 +503,7 @@ fn awaiting_sweep(
     let swept: HashSet<u64> = report.swept.iter().map(|s| s.round).collect();
     let mut out = HashSet::new();
     for (&r, round) in rounds {
-        if round.plan.is_none() || round.done.is_some() || swept.contains(&r) {
+        if round.plan.is_none() || round.is_done() || swept.contains(&r) {
             continue;
         }
         out.extend(repo.load_plan(r)?.chunks);
@@ -414,33 +511,30 @@ fn awaiting_sweep(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn sweep(
     repo: &Repository,
     opts: &PruneOptions,
-    r: u64,
-    claimed_at: u64,
+    claim: &Claim,
     roots: &Roots,
     sizes: &HashMap<ChunkId, u64>,
     progress: &dyn Progress,
 ) -> Result<(SweptRound, Vec<ChunkId>)> {
-    sweep_with(repo, opts, r, claimed_at, roots, sizes, None, progress)
+    sweep_with(repo, opts, claim, roots, sizes, None, progress)
 }
 
-/// Deletes round `r`'s condemned chunks that no root references and that
-/// are still there, in batches, each after checking that the lease holds;
-/// then marks the round done.
-#[allow(clippy::too_many_arguments)]
+/// Deletes the claimed round's condemned chunks that no root references
+/// and that are still there, in batches, each after checking that the
+/// claim still holds; then, after one more check, marks the attempt done.
 fn sweep_with(
     repo: &Repository,
     opts: &PruneOptions,
-    r: u64,
-    claimed_at: u64,
+    claim: &Claim,
     roots: &Roots,
     sizes: &HashMap<ChunkId, u64>,
     plan_chunks: Option<Vec<ChunkId>>,
     progress: &dyn Progress,
 ) -> Result<(SweptRound, Vec<ChunkId>)> {
+    let r = claim.round;
     let condemned = match plan_chunks {
         Some(c) => c,
         None => repo.load_plan(r)?.chunks,
@@ -469,25 +563,9 @@ fn sweep_with(
     progress.begin("prune", out.deleted_bytes);
     for batch in delete.chunks(1000) {
         interrupt::check()?;
-        // The lease: a sweep that was held up (a suspended process) past it
-        // stops; another prune may have taken the round over.
-        let now = store_now(repo, opts)?;
-        if now > claimed_at.saturating_add(nanos(opts.lease)) {
-            return Err(Error::Refused(format!(
-                "prune round {r}: the sweep's lease of {} s ran out before it finished; \
-                 stopped (a later prune takes the round over)",
-                opts.lease.as_secs()
-            )));
-        }
-        if repo
-            .store()
-            .size(&layout::round_key(r, RoundObject::Done))?
-            .is_some()
-        {
-            return Err(Error::Refused(format!(
-                "prune round {r} was finished by another prune meanwhile; stopped"
-            )));
-        }
+        // A sweep held up (a suspended process) past its lease stops:
+        // another prune may have taken the round over.
+        still_holds(repo, opts, claim)?;
         let keys: Vec<String> = batch.iter().map(layout::chunk_key).collect();
         repo.store().delete_many(&keys)?;
         crate::testhook::point("prune-batch");
@@ -495,8 +573,12 @@ fn sweep_with(
     }
     progress.end();
     repo.store().flush()?;
+    // Done only while still the round's attempt: a done marker says every
+    // deletion of the latest attempt is over.
+    still_holds(repo, opts, claim)?;
+    crate::testhook::point("prune-done");
     repo.store()
-        .put_if_absent(&layout::round_key(r, RoundObject::Done), b"")?;
+        .put_if_absent(&layout::round_key(r, RoundObject::Done(claim.attempt)), b"")?;
     repo.store().flush()?;
     Ok((out, delete))
 }
@@ -558,7 +640,17 @@ fn roots(
         match (fate_body.as_deref(), decoded) {
             (Some(f), Some(m)) if f == FATE_COMMIT => {
                 // Its writer claimed it and may have died: complete the
-                // commit (the writer's checks passed before its claim).
+                // commit (the writer's checks passed before its claim) —
+                // unless it was committed and forgotten since, which a
+                // promotion must not undo.
+                let record = layout::forgotten_key(&id);
+                if repo.store().size(&record)?.is_some() {
+                    if !opts.dry_run {
+                        repo.store().delete(&pending_key)?;
+                        repo.store().delete(&fate_key)?;
+                    }
+                    continue;
+                }
                 report.pending_promoted += 1;
                 chunks.extend(m.files().flat_map(|(_, _, _, c)| c.iter().map(|c| c.id)));
                 if !opts.dry_run {
@@ -569,6 +661,12 @@ fn roots(
                     };
                     repo.store().put_if_absent(&key.key(), &bytes)?;
                     repo.store().flush()?;
+                    // A forget that ran meanwhile wrote its record before
+                    // it deleted the manifest: seen now, the manifest goes
+                    // again (its own delete may have come before this put).
+                    if repo.store().size(&record)?.is_some() {
+                        repo.store().delete(&key.key())?;
+                    }
                     repo.store().delete(&pending_key)?;
                     repo.store().delete(&fate_key)?;
                 }

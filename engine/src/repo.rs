@@ -2,7 +2,7 @@
 //! shares — finding snapshots, loading and checking manifests and chunks,
 //! and committing a manifest.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -304,15 +304,16 @@ impl Repository {
             .unwrap_or(0))
     }
 
-    /// Starts a new prune epoch for the sweep of `round` (the epoch object's
-    /// body names it). Anything that deletes chunk objects must call this
-    /// first and finish its deletions in the new epoch, so that every
-    /// client's chunk index stops trusting what it remembers and every
-    /// writer's commit checks the round (FORMAT.md §10).
-    pub fn bump_epoch(&self, round: u64) -> Result<u64> {
+    /// Starts a new prune epoch for the sweep of `round`, whose plan the
+    /// store stamped `plan_stamp` (its modified time: it tells this plan
+    /// from a later one of the same number). Anything that deletes chunk
+    /// objects must call this first and finish its deletions in the new
+    /// epoch, so that every client's chunk index stops trusting what it
+    /// remembers and every writer's commit checks the round (FORMAT.md §10).
+    pub fn bump_epoch(&self, round: u64, plan_stamp: u64) -> Result<u64> {
         loop {
             let next = self.epoch()? + 1;
-            let body = round.to_string();
+            let body = format!("{round} {plan_stamp}");
             if self
                 .store
                 .put_if_absent(&layout::epoch_key(next), body.as_bytes())?
@@ -323,13 +324,15 @@ impl Repository {
         }
     }
 
-    /// The round whose sweep started epoch `e`; `None` when the epoch
-    /// object is gone or names none (an epoch bumped by hand).
-    pub fn epoch_round(&self, e: u64) -> Result<Option<u64>> {
+    /// The round whose sweep started epoch `e` and its plan's stamp;
+    /// `None` when the epoch object is gone or names none (an epoch bumped
+    /// by hand).
+    pub fn epoch_round(&self, e: u64) -> Result<Option<(u64, u64)>> {
         match self.store.get(&layout::epoch_key(e), 64) {
-            Ok(b) => Ok(std::str::from_utf8(&b)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())),
+            Ok(b) => Ok(std::str::from_utf8(&b).ok().and_then(|t| {
+                let (r, stamp) = t.trim().split_once(' ')?;
+                Some((r.parse().ok()?, stamp.parse().ok()?))
+            })),
             Err(e) if e.is_missing() => Ok(None),
             Err(e) => Err(e),
         }
@@ -346,13 +349,32 @@ impl Repository {
             match what {
                 RoundObject::Plan => r.plan = Some(o),
                 RoundObject::Sweep(n) => r.sweeps.push((n, o)),
-                RoundObject::Done => r.done = Some(o),
+                RoundObject::Done(n) => r.dones.push((n, o)),
             }
         }
         for r in rounds.values_mut() {
             r.sweeps.sort_by_key(|(n, _)| *n);
+            r.dones.sort_by_key(|(n, _)| *n);
         }
         Ok(rounds)
+    }
+
+    /// The objects of one round only. One LIST request.
+    pub fn prune_round(&self, round: u64) -> Result<Round> {
+        let prefix = layout::round_key(round, RoundObject::Plan);
+        let prefix = &prefix[..prefix.len() - "plan".len()];
+        let mut r = Round::default();
+        for o in self.store.list(prefix)? {
+            match layout::parse_round_key(&o.key) {
+                Some((n, RoundObject::Plan)) if n == round => r.plan = Some(o),
+                Some((n, RoundObject::Sweep(a))) if n == round => r.sweeps.push((a, o)),
+                Some((n, RoundObject::Done(a))) if n == round => r.dones.push((a, o)),
+                _ => {}
+            }
+        }
+        r.sweeps.sort_by_key(|(n, _)| *n);
+        r.dones.sort_by_key(|(n, _)| *n);
+        Ok(r)
     }
 
     /// Loads a round's plan (the chunks it condemned).
@@ -381,7 +403,7 @@ impl Repository {
             .prune_rounds()?
             .into_iter()
             .filter(|(_, r)| r.is_sweeping())
-            .map(|(n, _)| n)
+            .map(|(n, r)| (n, r.plan_stamp()))
             .collect();
         Ok(WriteSession { epoch, sweeping })
     }
@@ -426,8 +448,16 @@ impl Repository {
         // Claimed. A prune that expired the pending commit before (and
         // removed its own claim since) removed the pending object first: if
         // it is still there, it has been a root without a break since it
-        // was written, and no prune can expire it any more.
+        // was written, and no prune can expire it any more. Gone, it was
+        // either expired or, after this claim, completed by a prune.
         if self.store.size(&pending)?.is_none() {
+            let promoted = self
+                .store
+                .get(&key.key(), bytes.len() as u64)
+                .is_ok_and(|b| b == bytes);
+            if promoted {
+                return Ok(key);
+            }
             let _ = self.store.delete(&fate);
             return Err(Error::Refused(format!(
                 "snapshot {} not committed: a prune expired its pending commit (the snapshot \
@@ -462,11 +492,17 @@ impl Repository {
     /// must not have deleted a chunk the manifest names.
     fn check_sweeps(&self, manifest: &Manifest, session: &WriteSession) -> Result<()> {
         let now = self.epoch()?;
-        let mut rounds: BTreeSet<u64> = session.sweeping.clone();
+        // Round → the stamp of the plan it swept (or was sweeping).
+        let mut rounds: BTreeMap<u64, u64> = session.sweeping.clone();
         for e in session.epoch + 1..=now {
             match self.epoch_round(e)? {
-                Some(r) => {
-                    rounds.insert(r);
+                Some((r, stamp)) => {
+                    if rounds.insert(r, stamp).is_some_and(|s| s != stamp) {
+                        return Err(Error::Refused(format!(
+                            "snapshot not committed: prune round {r} was retired and its number \
+                             reused while it ran (the snapshot ran too long); run it again"
+                        )));
+                    }
                 }
                 None => {
                     return Err(Error::Refused(format!(
@@ -484,15 +520,24 @@ impl Repository {
             .flat_map(|(_, _, _, chunks)| chunks.iter().map(|c| c.id))
             .collect();
         let state = self.prune_rounds()?;
-        for r in rounds {
+        let gone = |r: u64| {
+            Error::Refused(format!(
+                "snapshot not committed: prune round {r} deleted chunks while it ran and its \
+                 record is gone or replaced (the snapshot ran too long); run it again"
+            ))
+        };
+        for (r, stamp) in rounds {
+            // The plan must be the one that round swept: a round retired
+            // and numbered again has another stamp.
+            if state
+                .get(&r)
+                .is_none_or(|s| s.plan.is_none() || s.plan_stamp() != stamp)
+            {
+                return Err(gone(r));
+            }
             let plan = match self.load_plan(r) {
                 Ok(p) => p,
-                Err(e) if e.is_missing() => {
-                    return Err(Error::Refused(format!(
-                    "snapshot not committed: prune round {r} deleted chunks while it ran and its \
-                         record is gone (the snapshot ran too long); run it again"
-                )))
-                }
+                Err(e) if e.is_missing() => return Err(gone(r)),
                 Err(e) => return Err(e),
             };
             let hit: Vec<ChunkId> = plan
@@ -504,7 +549,7 @@ impl Repository {
             if hit.is_empty() {
                 continue;
             }
-            if state.get(&r).is_none_or(|s| s.done.is_none()) {
+            if state.get(&r).is_none_or(|s| !s.is_done()) {
                 return Err(Error::Refused(format!(
                     "snapshot not committed: prune round {r} is deleting {} chunk(s) it names \
                      (e.g. {}); run it again once the prune has finished",
@@ -534,8 +579,9 @@ pub const FATE_EXPIRE: &[u8] = b"expire\n";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteSession {
     pub epoch: u64,
-    /// Rounds whose sweep had started and not finished.
-    pub sweeping: BTreeSet<u64>,
+    /// Rounds whose sweep had started and not finished, with their plans'
+    /// stamps.
+    pub sweeping: BTreeMap<u64, u64>,
 }
 
 /// One prune round's objects, as listed.
@@ -544,11 +590,38 @@ pub struct Round {
     pub plan: Option<ObjectInfo>,
     /// Sweep attempts, by attempt number.
     pub sweeps: Vec<(u32, ObjectInfo)>,
-    pub done: Option<ObjectInfo>,
+    /// Done markers, by the attempt that wrote them.
+    pub dones: Vec<(u32, ObjectInfo)>,
 }
 
 impl Round {
+    /// The latest sweep attempt (of the markers left: retirement removes
+    /// sweep markers before done markers).
+    pub fn attempt(&self) -> Option<u32> {
+        let s = self.sweeps.last().map(|(n, _)| *n);
+        let d = self.dones.last().map(|(n, _)| *n);
+        s.max(d)
+    }
+
+    /// The done marker of the latest attempt: only it says that every
+    /// deletion of the round is over (an earlier attempt's marker may have
+    /// been written while a later one was still deleting).
+    pub fn done(&self) -> Option<&ObjectInfo> {
+        let a = self.attempt()?;
+        self.dones.iter().find(|(n, _)| *n == a).map(|(_, o)| o)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done().is_some()
+    }
+
     pub fn is_sweeping(&self) -> bool {
-        !self.sweeps.is_empty() && self.done.is_none()
+        self.attempt().is_some() && !self.is_done()
+    }
+
+    /// The plan's stamp (its modified time in the store's clock), which
+    /// tells it from a later plan of the same number; 0 without a plan.
+    pub fn plan_stamp(&self) -> u64 {
+        self.plan.as_ref().map_or(0, |p| p.modified_unix_ns)
     }
 }

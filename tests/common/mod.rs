@@ -4,6 +4,7 @@
 
 pub mod faultproxy;
 pub mod faults;
+pub mod gated;
 pub mod s3server;
 
 use std::collections::BTreeMap;

@@ -5,13 +5,13 @@
 //! config                                    the repository config
 //! chunks/<h0h1>/<64 hex>                    a chunk, named by its id
 //! snapshots/<height:020>-<created:020>-<64 hex>   a manifest
-//! epochs/<n:020>                            a sweep began (body: its round)
+//! epochs/<n:020>                            a sweep began (body: "<round> <plan stamp>")
 //! forgotten/<64 hex>                        a forget record (v2)
 //! pending/<64 hex>                          a manifest being committed (v2)
 //! pending/<64 hex>.fate                     "commit" or "expire" (v2)
 //! prune/<round:020>.plan                    a round's condemned chunks (v2)
 //! prune/<round:020>.sweep-<attempt:04>      a sweep attempt began (v2)
-//! prune/<round:020>.done                    the round is swept (v2)
+//! prune/<round:020>.done-<attempt:04>       that attempt finished the round (v2)
 //! ```
 //! Snapshot keys sort lexicographically by height, then by commit time, so a
 //! plain listing is the history in order; the last field is the manifest
@@ -57,14 +57,15 @@ pub fn parse_pending_key(key: &str) -> Option<(Hash, bool)> {
 pub enum RoundObject {
     Plan,
     Sweep(u32),
-    Done,
+    /// The sweep attempt of that number finished.
+    Done(u32),
 }
 
 pub fn round_key(round: u64, what: RoundObject) -> String {
     match what {
         RoundObject::Plan => format!("{PRUNE_PREFIX}{round:020}.plan"),
         RoundObject::Sweep(n) => format!("{PRUNE_PREFIX}{round:020}.sweep-{n:04}"),
-        RoundObject::Done => format!("{PRUNE_PREFIX}{round:020}.done"),
+        RoundObject::Done(n) => format!("{PRUNE_PREFIX}{round:020}.done-{n:04}"),
     }
 }
 
@@ -77,13 +78,17 @@ pub fn parse_round_key(key: &str) -> Option<(u64, RoundObject)> {
     let round = digits.parse().ok()?;
     let what = match what {
         "plan" => RoundObject::Plan,
-        "done" => RoundObject::Done,
         s => {
-            let n = s.strip_prefix("sweep-")?;
+            let (kind, n) = s.split_once('-')?;
             if n.len() != 4 || !n.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            RoundObject::Sweep(n.parse().ok()?)
+            let n = n.parse().ok()?;
+            match kind {
+                "sweep" => RoundObject::Sweep(n),
+                "done" => RoundObject::Done(n),
+                _ => return None,
+            }
         }
     };
     Some((round, what))
@@ -114,7 +119,7 @@ pub fn parse_chunk_key(key: &str) -> Option<ChunkId> {
 }
 
 /// Identifies one snapshot: what its key says about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapshotKey {
     pub height: u64,
     pub created_unix_ns: u64,
@@ -175,10 +180,15 @@ mod tests {
         let id = Hash::of(b"c");
         assert_eq!(parse_chunk_key(&chunk_key(&id)), Some(id));
         assert_eq!(parse_chunk_key("chunks/zz/abc"), None);
-        for what in [RoundObject::Plan, RoundObject::Sweep(3), RoundObject::Done] {
+        for what in [
+            RoundObject::Plan,
+            RoundObject::Sweep(3),
+            RoundObject::Done(3),
+        ] {
             assert_eq!(parse_round_key(&round_key(42, what)), Some((42, what)));
         }
         assert_eq!(parse_round_key("prune/42.plan"), None);
+        assert_eq!(parse_round_key(&format!("prune/{:020}.done", 42)), None);
         assert_eq!(parse_pending_key(&fate_key(&id)), Some((id, true)));
         assert_eq!(parse_pending_key(&pending_key(&id)), Some((id, false)));
     }
