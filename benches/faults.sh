@@ -24,7 +24,7 @@ export BLOCKSNAP_FAULTS="${FAULTS:-10000}" BLOCKSNAP_S3_FAULTS="${S3_FAULTS:-200
   BLOCKSNAP_KILLS="${KILLS:-60}" CI=true
 run() {
   local started=$SECONDS
-  cargo test --release --locked "$@" -- --nocapture 2>&1 | grep -E '^(faults|kills):|test result|panicked' || true
+  cargo test --release --locked "$@" -- --nocapture 2>&1 | grep -E '^(faults|kills):|^fault [0-9]|test result|panicked' || true
   echo "  ($((SECONDS - started)) s)"
 }
 run -p blocksnap-engine --test faults

@@ -635,3 +635,220 @@ fn s3_repository_end_to_end_with_request_counts() {
         .code(1)
         .stderr(predicate::str::contains("bucket names"));
 }
+
+#[test]
+fn verify_dir_and_diff_and_a_rotating_subset_from_the_command_line() {
+    let s = Setup::new();
+    s.snapshot(10);
+    blocksnap(&s.repo())
+        .args(["generate", "--blocks", "100", "--dir"])
+        .arg(s.source())
+        .assert()
+        .success();
+    s.snapshot(110);
+
+    // The stopped node's directory is the latest snapshot.
+    blocksnap(&s.repo())
+        .args(["verify", "latest", "--ip", "10.0.0.7", "--dir"])
+        .arg(s.source())
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("SAME: 0 difference(s)"));
+    // …and not the first one: one line per difference, exit code 3.
+    let out = blocksnap(&s.repo())
+        .args(["verify", "10", "--ip", "10.0.0.7", "--dir"])
+        .arg(s.source())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("DIFFERENT: "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("changed: .storage/db_10.0.0.7:7100_icon_dex/")),
+        "{text}"
+    );
+    // Normalised paths need the IP.
+    blocksnap(&s.repo())
+        .args(["verify", "latest", "--dir"])
+        .arg(s.source())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--ip"));
+
+    // diff: text and JSON agree.
+    let text = blocksnap(&s.repo())
+        .args(["diff", "10", "110"])
+        .output()
+        .unwrap();
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.lines().any(|l| l.starts_with("M .storage/")), "{text}");
+    let j = json(
+        &blocksnap(&s.repo())
+            .args(["diff", "10", "latest", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(j["new_chunks"].as_u64().unwrap() > 0);
+    let summary = text.lines().last().unwrap();
+    assert!(
+        summary.contains(&format!("{} new chunks", j["new_chunks"])),
+        "{summary}"
+    );
+    blocksnap(&s.repo())
+        .args(["diff", "10", "all"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("takes one snapshot"));
+
+    // Three slices read everything; the report says how much each covered.
+    let mut covered = 0.0;
+    for i in 1..=3 {
+        let v = json(
+            &blocksnap(&s.repo())
+                .args(["verify", "all", "--full", "--json", "--subset"])
+                .arg(format!("{i}/3"))
+                .output()
+                .unwrap()
+                .stdout,
+        );
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["subset"], format!("{i}/3"));
+        assert!(
+            v["chain"]["links"].as_u64().unwrap() >= 1,
+            "chain is on with all"
+        );
+        covered += v["coverage"].as_f64().unwrap();
+    }
+    assert!(covered >= 1.0, "{covered}");
+    let out = blocksnap(&s.repo())
+        .args(["verify", "all", "--full", "--subset", "40%"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("subset 40% (seed "),
+        "{text}"
+    );
+    blocksnap(&s.repo())
+        .args(["verify", "all", "--subset", "2/3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--full"));
+    blocksnap(&s.repo())
+        .args(["verify", "all", "--full", "--subset", "4/3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("I must be 1..=N"));
+}
+
+/// A Python that has the Prometheus project's client library, whose text
+/// format parser checks the metrics file. CI installs it (`.ci/run`); a
+/// developer without it skips this test, CI never does.
+fn prometheus_python() -> Option<String> {
+    let python = std::env::var("BLOCKSNAP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the prometheus_client Python package (set BLOCKSNAP_PYTHON)"
+    );
+    eprintln!("skipped: no Python with prometheus_client");
+    None
+}
+
+#[test]
+fn metrics_files_parse_as_prometheus_text_and_keep_the_last_success() {
+    let Some(python) = prometheus_python() else {
+        return;
+    };
+    let s = Setup::new();
+    let prom = s.dir.path().join("textfile/blocksnap.prom");
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    blocksnap(&s.repo())
+        .args(["snapshot", "--height", "5", "--source"])
+        .arg(s.source())
+        .arg("--metrics-file")
+        .arg(&prom)
+        .assert()
+        .success();
+    blocksnap(&s.repo())
+        .args(["verify", "all", "--full", "--metrics-file"])
+        .arg(&prom)
+        .assert()
+        .success();
+    // A failed snapshot of the same source keeps the last success time.
+    blocksnap(&s.repo())
+        .args(["snapshot", "--height-cmd", "exit 7", "--source"])
+        .arg(s.source())
+        .arg("--metrics-file")
+        .arg(&prom)
+        .assert()
+        .code(1);
+    let target = s.dir.path().join("restored");
+    blocksnap(&s.repo())
+        .args(["restore", "latest", "--ip", "10.0.0.9", "--target"])
+        .arg(&target)
+        .arg("--metrics-file")
+        .arg(&prom)
+        .assert()
+        .success();
+    let parse = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        key = "|".join([s.name, s.labels.get("command", ""), s.labels.get("kind", ""),
+                        "source" if "source" in s.labels else ""])
+        out[key] = s.value
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", parse])
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the file: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&prom).unwrap()
+    );
+    let m = json(&out.stdout);
+    let get = |k: &str| {
+        m[k].as_f64()
+            .unwrap_or_else(|| panic!("no sample {k} in {m:#}"))
+    };
+    let snap_ok = get("blocksnap_last_success_timestamp_seconds|snapshot||source");
+    let snap_run = get("blocksnap_last_run_timestamp_seconds|snapshot||source");
+    assert!(snap_run >= snap_ok && snap_ok > 1.7e9, "{m:#}");
+    assert_eq!(get("blocksnap_last_run_success|snapshot||source"), 0.0);
+    assert_eq!(get("blocksnap_last_run_success|verify||"), 1.0);
+    assert_eq!(get("blocksnap_problems|verify|missing|"), 0.0);
+    assert_eq!(get("blocksnap_problems|verify|fork|"), 0.0);
+    assert!(get("blocksnap_chunks|verify||") > 0.0);
+    assert!(get("blocksnap_requests|verify|get|") > 0.0);
+    assert_eq!(get("blocksnap_height|restore||source"), 5.0);
+    assert!(get("blocksnap_bytes_read|restore||source") > 1e6);
+    // The failed snapshot replaced its own figures, not the others'.
+    assert!(
+        m.get("blocksnap_bytes_new|snapshot||source").is_none(),
+        "{m:#}"
+    );
+    assert!(get("blocksnap_bytes_read|verify||") > 0.0);
+    // Readable by node_exporter running as another user.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}

@@ -840,8 +840,8 @@ fn i16_verify_jobs_bounds_the_reads_of_a_local_repository() {
         let r = Repository::open(counting.clone()).unwrap();
         let keys = r.resolve(&Selector::All).unwrap();
         let opts = VerifyOptions {
-            level: Level::Full,
             jobs,
+            ..VerifyOptions::from(Level::Full)
         };
         assert!(verify::verify(&r, &keys, opts, &Silent).unwrap().ok());
         let max = counting.max.load(Ordering::SeqCst);

@@ -14,8 +14,8 @@ use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
 use blocksnap::store::{CountingStore, LocalStore, Location, Store};
 use blocksnap::{
-    cache, chunking, command, demo, forget, ipnorm, list, nodegen, prune, restore, retention,
-    snapshot, stage, verify, Selector,
+    cache, chunking, command, compare, demo, forget, ipnorm, list, metrics, nodegen, prune,
+    restore, retention, snapshot, stage, verify, Selector,
 };
 use clap::{Parser, Subcommand};
 
@@ -62,6 +62,37 @@ struct RepoArg {
 enum Access {
     Read,
     Write,
+}
+
+#[derive(clap::Args)]
+struct CacheArg {
+    /// Where local state lives: the stat cache and chunk index, and
+    /// manifests already read (all safe to delete).
+    /// Default: $XDG_CACHE_HOME/blocksnap or ~/.cache/blocksnap.
+    #[arg(long, env = "BLOCKSNAP_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Use no local state at all: read every manifest and (snapshot) every
+    /// file, ask the store about every chunk.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheArg {
+    fn base(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(cache::default_dir)
+    }
+}
+
+#[derive(clap::Args)]
+struct MetricsArg {
+    /// Write the outcome to this Prometheus textfile (for node_exporter's
+    /// textfile collector), atomically; commands and repositories can
+    /// share one file.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -123,14 +154,8 @@ enum Command {
         /// Files chunked in parallel (default: two per CPU locally, 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
-        /// Where the stat cache and chunk index live (safe to delete).
-        /// Default: $XDG_CACHE_HOME/blocksnap or ~/.cache/blocksnap.
-        #[arg(long, env = "BLOCKSNAP_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
-        /// Use no local state at all: read every file, ask the store about
-        /// every chunk.
-        #[arg(long)]
-        no_cache: bool,
+        #[command(flatten)]
+        cache: CacheArg,
         /// Read and hash every file even when its stat is unchanged.
         #[arg(long)]
         rehash: bool,
@@ -159,6 +184,8 @@ enum Command {
         #[arg(long = "cmd-env", value_name = "VAR")]
         cmd_env: Vec<String>,
         #[command(flatten)]
+        metrics: MetricsArg,
+        #[command(flatten)]
         json: JsonArg,
     },
     /// List snapshots: height, time, host, tags, files, size, bytes added.
@@ -168,6 +195,8 @@ enum Command {
         /// Only this node's snapshots.
         #[arg(long)]
         host: Option<String>,
+        #[command(flatten)]
+        cache: CacheArg,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -208,9 +237,12 @@ enum Command {
         #[arg(long, requires = "force")]
         keep_old: bool,
         #[command(flatten)]
+        metrics: MetricsArg,
+        #[command(flatten)]
         json: JsonArg,
     },
-    /// Audit snapshots without restoring; exit code 3 when damage is found.
+    /// Audit snapshots without restoring, or compare a directory with a
+    /// snapshot (--dir); exit code 3 when damage or a difference is found.
     Verify {
         #[command(flatten)]
         repo: RepoArg,
@@ -222,10 +254,55 @@ enum Command {
         /// Read and hash every chunk and file, not only check presence and size.
         #[arg(long)]
         full: bool,
+        /// With --full, read only part of the chunks: `I/N` is slice I of
+        /// N (running 1/N … N/N reads every chunk once), `P%` a random
+        /// share (the seed is printed; repeat a run with --seed).
+        #[arg(long, requires = "full", value_name = "I/N|P%")]
+        subset: Option<verify::Subset>,
+        /// The seed of a `P%` subset.
+        #[arg(long, requires = "subset")]
+        seed: Option<u64>,
+        /// Check each history's parent links: a parent that is gone or
+        /// replaced, and forks (always on with `all`).
+        #[arg(long)]
+        chain: bool,
+        /// Compare this directory (a restore, or a stopped node's data
+        /// directory) with the snapshot instead: only the manifest is read.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["full", "chain"])]
+        dir: Option<PathBuf>,
+        /// With --dir: the node's IPv4 address, as restore would put it
+        /// back into path names.
+        #[arg(long, requires = "dir")]
+        ip: Option<String>,
+        /// With --dir: expect setuid, setgid and world-writable modes as
+        /// recorded (as `restore --keep-special-modes` writes them).
+        #[arg(long, requires = "dir")]
+        keep_special_modes: bool,
         /// Parallel chunk reads for --full (default: one per CPU locally,
         /// 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        #[command(flatten)]
+        cache: CacheArg,
+        #[command(flatten)]
+        metrics: MetricsArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// What changed between two snapshots: added, removed and changed
+    /// files, and how much of the second is new chunks.
+    Diff {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// HEIGHT, `latest`, or a snapshot id prefix.
+        from: String,
+        /// HEIGHT, `latest`, or a snapshot id prefix.
+        to: String,
+        /// Among this node's snapshots only.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        cache: CacheArg,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -275,6 +352,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        cache: CacheArg,
+        #[command(flatten)]
         json: JsonArg,
     },
     /// Delete the chunks no snapshot needs, safely beside other hosts'
@@ -314,6 +393,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         #[command(flatten)]
+        cache: CacheArg,
+        #[command(flatten)]
+        metrics: MetricsArg,
+        #[command(flatten)]
         json: JsonArg,
     },
     /// Generate or advance an ICON-layout node directory (RocksDB databases).
@@ -349,13 +432,90 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Where this run's outcome goes, and the labels that name it.
+    fn metrics(&self) -> Option<(PathBuf, metrics::Run)> {
+        let (name, repo, source, arg) = match self {
+            Command::Snapshot {
+                repo,
+                source,
+                metrics,
+                ..
+            } => (
+                "snapshot",
+                repo,
+                Some(source.display().to_string()),
+                metrics,
+            ),
+            Command::Restore {
+                repo,
+                target,
+                metrics,
+                ..
+            } => ("restore", repo, Some(target.display().to_string()), metrics),
+            Command::Verify {
+                repo, dir, metrics, ..
+            } => (
+                "verify",
+                repo,
+                dir.as_ref().map(|d| d.display().to_string()),
+                metrics,
+            ),
+            Command::Prune { repo, metrics, .. } => ("prune", repo, None, metrics),
+            _ => return None,
+        };
+        let path = arg.metrics_file.clone()?;
+        Some((
+            path,
+            metrics::Run {
+                command: name.into(),
+                repo: repo.repo.clone(),
+                source,
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+/// A command's exit code and what it measured.
+#[derive(Default)]
+struct Done {
+    code: u8,
+    figures: metrics::Figures,
+}
+
+impl Done {
+    fn with(figures: metrics::Figures) -> Done {
+        Done { code: 0, figures }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = blocksnap::interrupt::install() {
         eprintln!("blocksnap: warning: signals will not stop work cleanly: {e}");
     }
-    match run(cli.command) {
-        Ok(code) => code,
+    let metrics = cli.command.metrics();
+    let started = std::time::Instant::now();
+    let result = run(cli.command);
+    if let Some((path, mut m)) = metrics {
+        m.duration_seconds = started.elapsed().as_secs_f64();
+        m.finished_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Ok(done) = &result {
+            m.success = done.code == 0;
+            m.figures = done.figures.clone();
+        }
+        if let Err(e) = m.write(&path) {
+            eprintln!(
+                "blocksnap: warning: metrics not written: {}",
+                blocksnap::error::printable(&e.to_string())
+            );
+        }
+    }
+    match result {
+        Ok(done) => ExitCode::from(done.code),
         Err(e) => {
             eprintln!(
                 "blocksnap: error: {}",
@@ -469,8 +629,11 @@ fn open_s3(
 
 /// The repository's local state, or none (with a warning) when it cannot
 /// be had: a cache only ever saves time.
-fn open_state(dir: Option<PathBuf>, repo: &Repository) -> Option<cache::LocalState> {
-    let Some(base) = dir.or_else(cache::default_dir) else {
+fn open_state(cache: &CacheArg, repo: &Repository) -> Option<cache::LocalState> {
+    if cache.no_cache {
+        return None;
+    }
+    let Some(base) = cache.base() else {
         eprintln!(
             "blocksnap: warning: no cache directory (set --cache-dir or HOME); reading everything"
         );
@@ -489,7 +652,29 @@ fn open_repo(arg: &RepoArg, access: Access, jobs: usize) -> Result<Repository> {
     Ok(Repository::open(open_store(arg, access, jobs)?)?)
 }
 
-fn run(command: Command) -> Result<ExitCode> {
+/// The repository, keeping the manifests it reads in the cache directory.
+fn open_cached(arg: &RepoArg, access: Access, jobs: usize, cache: &CacheArg) -> Result<Repository> {
+    let r = open_repo(arg, access, jobs)?;
+    Ok(match cache.base() {
+        Some(base) => r.with_manifest_cache(&base),
+        None => r,
+    })
+}
+
+/// One snapshot named on the command line (not `all`).
+fn one(
+    r: &Repository,
+    given: &str,
+    host: Option<&str>,
+) -> Result<blocksnap::format::layout::SnapshotKey> {
+    let selector: Selector = given.parse()?;
+    if selector == Selector::All {
+        bail!("{given:?}: this takes one snapshot: HEIGHT, latest or an id prefix");
+    }
+    Ok(r.resolve_for(&selector, host)?[0])
+}
+
+fn run(command: Command) -> Result<Done> {
     match command {
         Command::Init {
             repo,
@@ -520,8 +705,7 @@ fn run(command: Command) -> Result<ExitCode> {
             includes,
             ip,
             jobs,
-            cache_dir,
-            no_cache,
+            cache,
             rehash,
             allow_live,
             stop_cmd,
@@ -531,6 +715,7 @@ fn run(command: Command) -> Result<ExitCode> {
             cmd_timeout,
             cmd_env,
             host,
+            metrics: _,
             json,
         } => {
             let r = open_repo(&repo, Access::Write, jobs)?;
@@ -559,14 +744,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 allow_live,
                 ..Default::default()
             };
-            let state = if no_cache {
-                None
-            } else {
-                open_state(cache_dir, &r)
-            };
+            let state = open_state(&cache, &r);
             let bar = Bar::new(json.json);
             let out = Out::new(json.json);
-            match (stop_cmd, start_cmd) {
+            let report = match (stop_cmd, start_cmd) {
                 (Some(stop_cmd), Some(start_cmd)) => {
                     let stage_opts = stage::StageOptions {
                         stop_cmd,
@@ -581,15 +762,31 @@ fn run(command: Command) -> Result<ExitCode> {
                     if let Some(e) = staged.start_error {
                         bail!("{e}: THE NODE IS NOT RUNNING (the snapshot was committed)");
                     }
+                    report
                 }
                 _ => {
                     let report = snapshot::snapshot_with_state(&r, &opts, state.as_ref(), &bar)?;
                     out.snapshot(&report);
+                    report
                 }
-            }
+            };
+            return Ok(Done::with(metrics::Figures {
+                bytes_read: Some(report.bytes_read),
+                bytes_new: Some(report.stats.new_stored_bytes),
+                bytes_stored: Some(report.stats.logical_bytes),
+                chunks: Some(report.stats.chunk_refs),
+                height: Some(report.key.height),
+                requests: report.requests,
+                ..Default::default()
+            }));
         }
-        Command::List { repo, host, json } => {
-            let r = open_repo(&repo, Access::Read, 0)?;
+        Command::List {
+            repo,
+            host,
+            cache,
+            json,
+        } => {
+            let r = open_cached(&repo, Access::Read, 0, &cache)?;
             Out::new(json.json).list(&list::list(&r, host.as_deref())?);
         }
         Command::Restore {
@@ -604,14 +801,11 @@ fn run(command: Command) -> Result<ExitCode> {
             allow_live,
             keep_old,
             host,
+            metrics: _,
             json,
         } => {
             let r = open_repo(&repo, Access::Read, jobs)?;
-            let selector: Selector = snapshot.parse()?;
-            if selector == Selector::All {
-                bail!("restore takes one snapshot: HEIGHT, latest or an id prefix");
-            }
-            let key = r.resolve_for(&selector, host.as_deref())?[0];
+            let key = one(&r, &snapshot, host.as_deref())?;
             let opts = restore::RestoreOptions {
                 target,
                 ip,
@@ -626,28 +820,101 @@ fn run(command: Command) -> Result<ExitCode> {
             let bar = Bar::new(json.json);
             let report = restore::restore(&r, &plan, &opts, &bar)?;
             Out::new(json.json).restore(&report);
+            return Ok(Done::with(metrics::Figures {
+                bytes_read: Some(report.bytes),
+                bytes_stored: Some(report.bytes),
+                chunks: Some(report.chunks_fetched),
+                height: Some(report.key.height),
+                requests: report.requests,
+                ..Default::default()
+            }));
         }
         Command::Verify {
             repo,
             snapshot,
             full,
+            subset,
+            seed,
+            chain,
+            dir,
+            ip,
+            keep_special_modes,
             jobs,
             host,
+            cache,
+            metrics: _,
             json,
         } => {
-            let r = open_repo(&repo, Access::Read, jobs)?;
-            let keys = r.resolve_for(&snapshot.parse()?, host.as_deref())?;
-            let level = if full {
-                verify::Level::Full
-            } else {
-                verify::Level::Quick
-            };
+            let r = open_cached(&repo, Access::Read, jobs, &cache)?;
             let bar = Bar::new(json.json);
-            let report = verify::verify(&r, &keys, verify::VerifyOptions { level, jobs }, &bar)?;
-            Out::new(json.json).verify(&report);
-            if !report.ok() {
-                return Ok(ExitCode::from(3));
+            if let Some(dir) = dir {
+                let key = one(&r, &snapshot, host.as_deref())?;
+                let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
+                let manifest = r.load_manifest(&key)?;
+                let report = compare::dir(&manifest, &dir, ip, keep_special_modes, &bar)?;
+                Out::new(json.json).compare(&key, &dir, &report);
+                return Ok(Done {
+                    code: if report.differences.is_empty() { 0 } else { 3 },
+                    figures: metrics::Figures {
+                        bytes_read: Some(report.bytes_hashed),
+                        height: Some(key.height),
+                        ..Default::default()
+                    },
+                });
             }
+            let selector: Selector = snapshot.parse()?;
+            let keys = r.resolve_for(&selector, host.as_deref())?;
+            let subset = match (subset, seed) {
+                (Some(verify::Subset::Share { percent, .. }), Some(seed)) => {
+                    verify::Subset::Share { percent, seed }
+                }
+                (Some(verify::Subset::Slice { .. }), Some(_)) => {
+                    bail!("--seed goes with a random share (--subset P%), not a slice")
+                }
+                (s, _) => s.unwrap_or(verify::Subset::All),
+            };
+            let opts = verify::VerifyOptions {
+                level: if full {
+                    verify::Level::Full
+                } else {
+                    verify::Level::Quick
+                },
+                jobs,
+                subset,
+                chain: chain || selector == Selector::All,
+            };
+            let report = verify::verify(&r, &keys, opts, &bar)?;
+            Out::new(json.json).verify(&report);
+            return Ok(Done {
+                code: if report.ok() { 0 } else { 3 },
+                figures: metrics::Figures {
+                    bytes_read: Some(report.bytes_checked),
+                    chunks: Some(report.chunks_checked),
+                    requests: report.requests,
+                    problems: Some(
+                        report
+                            .problem_counts()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    ),
+                    ..Default::default()
+                },
+            });
+        }
+        Command::Diff {
+            repo,
+            from,
+            to,
+            host,
+            cache,
+            json,
+        } => {
+            let r = open_cached(&repo, Access::Read, 0, &cache)?;
+            let a = one(&r, &from, host.as_deref())?;
+            let b = one(&r, &to, host.as_deref())?;
+            let report = compare::diff(&r.load_manifest(&a)?, &r.load_manifest(&b)?);
+            Out::new(json.json).diff(&a, &b, &report);
         }
         Command::Forget {
             repo,
@@ -664,9 +931,10 @@ fn run(command: Command) -> Result<ExitCode> {
             utc,
             host,
             dry_run,
+            cache,
             json,
         } => {
-            let r = open_repo(&repo, Access::Write, 0)?;
+            let r = open_cached(&repo, Access::Write, 0, &cache)?;
             let named = snapshots
                 .iter()
                 .map(|s| s.parse::<Selector>())
@@ -712,10 +980,12 @@ fn run(command: Command) -> Result<ExitCode> {
             retire_after,
             host,
             jobs,
+            cache,
+            metrics: _,
             json,
         } => {
             let access = if dry_run { Access::Read } else { Access::Write };
-            let r = open_repo(&repo, access, jobs)?;
+            let r = open_cached(&repo, access, jobs, &cache)?;
             let opts = prune::PruneOptions {
                 grace,
                 lease,
@@ -728,6 +998,13 @@ fn run(command: Command) -> Result<ExitCode> {
             let bar = Bar::new(json.json);
             let report = prune::run(&r, &opts, &bar)?;
             Out::new(json.json).prune(&report);
+            return Ok(Done::with(metrics::Figures {
+                chunks: Some(report.swept.iter().map(|s| s.deleted).sum()),
+                bytes_deleted: Some(report.swept.iter().map(|s| s.deleted_bytes).sum()),
+                repository_bytes: Some(report.chunk_bytes),
+                requests: report.requests,
+                ..Default::default()
+            }));
         }
         Command::Generate {
             dir,
@@ -765,9 +1042,12 @@ fn run(command: Command) -> Result<ExitCode> {
             let report = demo::run(&opts, &bar)?;
             Out::new(json.json).demo(&report);
             if !report.verify.ok() || !report.differences.is_empty() {
-                return Ok(ExitCode::from(3));
+                return Ok(Done {
+                    code: 3,
+                    ..Default::default()
+                });
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Done::default())
 }

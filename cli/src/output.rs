@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use blocksnap::compare::{DiffReport, DifferenceKind, DirReport};
 use blocksnap::demo::DemoReport;
 use blocksnap::error::printable;
 use blocksnap::forget::{ForgetPlan, ForgetReport};
 use blocksnap::format::config::RepoConfig;
+use blocksnap::format::layout::SnapshotKey;
 use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
 use blocksnap::prune::PruneReport;
@@ -72,25 +74,9 @@ fn secs(d: Duration) -> f64 {
 }
 
 fn time(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| format!("{ns}ns"))
 }
 
 impl Out {
@@ -257,16 +243,90 @@ impl Out {
         for p in &r.problems {
             println!("{}", printable(&p.to_string()));
         }
+        let mut scope = format!(
+            "{} check of {} snapshot(s), {} files, {} chunks",
+            r.level, r.snapshots, r.files, r.chunks
+        );
+        if r.level == "full" {
+            scope.push_str(&format!(
+                "; read {} chunks ({:.1}% of them, subset {}), {} hashed",
+                r.chunks_checked,
+                r.coverage * 100.0,
+                r.subset,
+                HumanBytes(r.bytes_checked)
+            ));
+        }
+        if let Some(c) = &r.chain {
+            scope.push_str(&format!(
+                "; chain: {} histories, {} links, {} to forgotten snapshots",
+                c.histories, c.links, c.forgotten
+            ));
+        }
+        // The verdict is the last line (requests: --json, --metrics-file).
         println!(
-            "{}: {} problem(s); {} check of {} snapshot(s), {} files, {} chunks, {} hashed, {:.2}s",
+            "{}: {} problem(s); {scope}; {:.2}s",
             if r.ok() { "OK" } else { "DAMAGED" },
             r.problems.len(),
-            r.level,
-            r.snapshots,
-            r.files,
-            r.chunks_checked,
-            HumanBytes(r.bytes_checked),
             r.duration.as_secs_f64()
+        );
+    }
+
+    pub fn compare(&self, key: &SnapshotKey, dir: &Path, r: &DirReport) {
+        if self.json {
+            let mut v = json!(r);
+            v["snapshot"] = json!(key.key());
+            v["dir"] = json!(dir);
+            v["same"] = json!(r.differences.is_empty());
+            v["seconds"] = json!(secs(r.duration));
+            self.emit(v);
+            return;
+        }
+        for d in &r.differences {
+            println!("{}", printable(&d.to_string()));
+        }
+        let secs = r.duration.as_secs_f64();
+        println!(
+            "{}: {} difference(s) between {} and snapshot {} at height {}; {} files, {} hashed in {secs:.2}s ({}/s)",
+            if r.differences.is_empty() { "SAME" } else { "DIFFERENT" },
+            r.differences.len(),
+            printable(&dir.display().to_string()),
+            key.id.short(),
+            key.height,
+            r.files,
+            HumanBytes(r.bytes_hashed),
+            HumanBytes((r.bytes_hashed as f64 / secs.max(1e-9)) as u64),
+        );
+    }
+
+    pub fn diff(&self, a: &SnapshotKey, b: &SnapshotKey, r: &DiffReport) {
+        if self.json {
+            let mut v = json!(r);
+            v["from"] = json!(a.key());
+            v["to"] = json!(b.key());
+            self.emit(v);
+            return;
+        }
+        for d in &r.differences {
+            let sign = match d.kind {
+                DifferenceKind::Extra => "+",
+                DifferenceKind::Missing => "-",
+                DifferenceKind::Changed => "M",
+            };
+            println!("{sign} {}  {}", printable(&d.path), printable(&d.detail));
+        }
+        let count = |k| r.differences.iter().filter(|d| d.kind == k).count();
+        println!(
+            "{} -> {}: {} added, {} removed, {} changed, {} unchanged files; {} new chunks ({}, {} stored) that height {} does not have",
+            a.height,
+            b.height,
+            count(DifferenceKind::Extra),
+            count(DifferenceKind::Missing),
+            count(DifferenceKind::Changed),
+            r.unchanged,
+            r.new_chunks,
+            HumanBytes(r.new_bytes),
+            HumanBytes(r.new_stored_bytes),
+            a.height,
         );
     }
 

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod chunking;
 pub mod command;
+pub mod compare;
 #[cfg(feature = "nodegen")]
 pub mod demo;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod interrupt;
 pub mod ipnorm;
 pub mod list;
 pub mod live;
+pub mod metrics;
 #[cfg(feature = "nodegen")]
 pub mod nodegen;
 pub mod progress;

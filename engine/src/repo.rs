@@ -3,6 +3,7 @@
 //! and committing a manifest.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,7 @@ use crate::format::FormatError;
 use crate::id::{ChunkId, Hash};
 use crate::store::{ObjectInfo, Store};
 use crate::testhook;
+use std::os::unix::fs::DirBuilderExt;
 
 /// Largest chunk object a reader fetches: the raw limit plus zstd's
 /// worst-case frame overhead and the header.
@@ -29,7 +31,13 @@ const MAX_MANIFEST_OBJECT: u64 = limits::MAX_MANIFEST_BYTES + (HEADER_LEN + TRAI
 pub struct Repository {
     store: Arc<dyn Store>,
     config: RepoConfig,
+    /// A local directory of manifests already read (see
+    /// [`Repository::with_manifest_cache`]).
+    manifest_cache: Option<PathBuf>,
 }
+
+/// The snapshots with their manifest objects' sizes, and the strays.
+pub type Listing = (Vec<(SnapshotKey, u64)>, Vec<String>);
 
 /// Which snapshots a command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +134,11 @@ impl Repository {
                 store.location()
             )));
         }
-        Ok(Repository { store, config })
+        Ok(Repository {
+            store,
+            config,
+            manifest_cache: None,
+        })
     }
 
     pub fn open(store: Arc<dyn Store>) -> Result<Repository> {
@@ -139,7 +151,11 @@ impl Repository {
             other => other?,
         };
         let config = RepoConfig::decode(&bytes).map_err(Error::format(layout::CONFIG_KEY))?;
-        Ok(Repository { store, config })
+        Ok(Repository {
+            store,
+            config,
+            manifest_cache: None,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -153,11 +169,18 @@ impl Repository {
     /// All snapshots, oldest first. Keys under `snapshots/` that are not
     /// snapshot keys are returned apart, for verify to report.
     pub fn snapshots_and_strays(&self) -> Result<(Vec<SnapshotKey>, Vec<String>)> {
+        let (listed, strays) = self.snapshot_listing()?;
+        Ok((listed.into_iter().map(|(k, _)| k).collect(), strays))
+    }
+
+    /// As [`Repository::snapshots_and_strays`], with each manifest
+    /// object's size.
+    pub fn snapshot_listing(&self) -> Result<Listing> {
         let mut keys = Vec::new();
         let mut strays = Vec::new();
         for o in self.store.list(layout::SNAPSHOTS_PREFIX)? {
             match SnapshotKey::parse(&o.key) {
-                Ok(k) => keys.push(k),
+                Ok(k) => keys.push((k, o.size)),
                 Err(_) => strays.push(o.key),
             }
         }
@@ -235,15 +258,106 @@ impl Repository {
         Ok(picked)
     }
 
+    /// Keeps the manifests this handle reads in `<base>/<repository
+    /// id>.manifests/`, one file per manifest named by its id, and reads
+    /// them from there before asking the store. Manifests never change
+    /// once written and a cached one is checked against its id like a
+    /// fetched one, so the cache can save requests but never change an
+    /// answer; deleting it is always safe. A cache that cannot be created
+    /// is not used.
+    pub fn with_manifest_cache(mut self, base: &Path) -> Repository {
+        let dir = base.join(format!("{}.manifests", self.config.id.to_hex()));
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+        if made.is_ok() {
+            self.manifest_cache = Some(dir);
+        }
+        self
+    }
+
+    /// Removes cached manifests that are not among `live` (forgotten and
+    /// pruned since): the cache stays the size of the repository's
+    /// manifests.
+    pub fn trim_manifest_cache(&self, live: &[SnapshotKey]) {
+        let Some(dir) = &self.manifest_cache else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let keep: HashSet<String> = live.iter().map(|k| k.id.to_hex()).collect();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Loads a manifest and checks it against its key: the bytes must hash to
-    /// the id in the key, and height and time must agree.
+    /// the id in the key, and height and time must agree. From the manifest
+    /// cache when there is one and it holds the manifest.
     pub fn load_manifest(&self, key: &SnapshotKey) -> Result<Manifest> {
+        self.load_manifest_listed(key, None)
+    }
+
+    /// As [`Repository::load_manifest`], but when the store's listing gave
+    /// the object's `size`, a cached copy of another size is not used: the
+    /// object is fetched and checked again (quick verify sees a manifest
+    /// cut short or replaced in the store even with a cache).
+    pub fn load_manifest_listed(&self, key: &SnapshotKey, size: Option<u64>) -> Result<Manifest> {
+        if let Some(m) = self.cached_manifest(key, size) {
+            return Ok(m);
+        }
+        let m = self.fetch_manifest(key)?;
+        Ok(m)
+    }
+
+    fn cached_manifest(&self, key: &SnapshotKey, size: Option<u64>) -> Option<Manifest> {
+        let path = self.manifest_cache.as_ref()?.join(key.id.to_hex());
+        let bytes = std::fs::read(&path).ok()?;
+        if size.is_some_and(|s| s != bytes.len() as u64) {
+            return None;
+        }
+        // Checked as a fetched manifest is; a bad copy is removed.
+        match self.check_manifest(key, &bytes) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Fetches a manifest from the store (never from the cache), checks it
+    /// and, when there is a cache, keeps it there.
+    pub fn fetch_manifest(&self, key: &SnapshotKey) -> Result<Manifest> {
         let name = key.key();
         let bytes = self.store.get(&name, MAX_MANIFEST_OBJECT)?;
-        let actual = Hash::of(&bytes);
+        let m = self.check_manifest(key, &bytes)?;
+        if let Some(dir) = &self.manifest_cache {
+            // Best effort: a cache only saves requests.
+            let _ = tempfile::Builder::new()
+                .prefix(".tmp")
+                .tempfile_in(dir)
+                .and_then(|mut t| {
+                    use std::io::Write;
+                    t.write_all(&bytes)?;
+                    t.persist(dir.join(key.id.to_hex())).map_err(|e| e.error)?;
+                    Ok(())
+                });
+        }
+        Ok(m)
+    }
+
+    fn check_manifest(&self, key: &SnapshotKey, bytes: &[u8]) -> Result<Manifest> {
+        let name = key.key();
+        let actual = Hash::of(bytes);
         if actual != key.id {
             // Tell a cut-short object from a changed one: the header knows.
-            let detail = match Manifest::decode(&bytes) {
+            let detail = match Manifest::decode(bytes) {
                 Err(e @ FormatError::Truncated(_)) => e,
                 _ => FormatError::corrupt(format!(
                     "manifest bytes hash to {actual}, not to the id in its name"
@@ -254,7 +368,7 @@ impl Repository {
                 cause: detail,
             });
         }
-        let manifest = Manifest::decode(&bytes).map_err(Error::format(&name))?;
+        let manifest = Manifest::decode(bytes).map_err(Error::format(&name))?;
         if manifest.height != key.height || manifest.created_unix_ns != key.created_unix_ns {
             return Err(Error::Format {
                 key: name,

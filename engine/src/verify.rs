@@ -5,14 +5,20 @@
 //! - quick: every manifest decodes and matches its name; every referenced
 //!   chunk exists with the size the manifest recorded (one listing of the
 //!   store, no chunk is read);
-//! - full: additionally every chunk is fetched, decoded and hashed, and
-//!   every file's bytes hash to its whole-file hash.
+//! - full: additionally chunks are fetched, decoded and hashed, and files'
+//!   bytes hashed to their whole-file hash — all of them, or one slice of a
+//!   rotation (`--subset I/N`, by each file's first chunk: run I = 1..N and
+//!   every file and chunk is checked), or a random share (`--subset P%`,
+//!   with a printed seed);
+//! - chain: each history's `parent` links resolve to a snapshot or to a
+//!   forget record, and no two snapshots claim the same parent.
 //!
-//! Work is shared across snapshots: a chunk is looked up once however many
-//! snapshots name it, and in a full check each distinct file content is
-//! read once (consecutive snapshots share almost every table file).
+//! Manifests are read one at a time and dropped: memory grows with the
+//! distinct chunks and file contents, not with the number of snapshots.
+//! Work is shared: a chunk is looked up once however many snapshots name
+//! it, and each distinct file content is read once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,9 +26,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::format::forget::ForgetRecord;
 use crate::format::layout::{self, SnapshotKey};
-use crate::format::manifest::{ChunkRef, EntryKind};
-use crate::format::FormatError;
+use crate::format::manifest::ChunkRef;
+use crate::format::{limits, FormatError};
 use crate::id::{ChunkId, Hash};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -34,22 +41,105 @@ pub enum Level {
     Full,
 }
 
+/// Which chunks a full check reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    All,
+    /// Slice `index` (1-based) of `of`: the chunks whose id, read as a
+    /// little-endian `u64` from its first 8 bytes, is `index - 1` modulo
+    /// `of`. A file's whole-file hash is checked in the slice of its first
+    /// chunk.
+    Slice {
+        index: u32,
+        of: u32,
+    },
+    /// A random share: the chunks whose keyed hash (BLAKE3 keyed by the
+    /// seed) falls below `percent` % of the range.
+    Share {
+        percent: f64,
+        seed: u64,
+    },
+}
+
+impl Subset {
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        match *self {
+            Subset::All => true,
+            Subset::Slice { index, of } => {
+                let n = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
+                n % u64::from(of) == u64::from(index - 1)
+            }
+            Subset::Share { percent, seed } => {
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&seed.to_le_bytes());
+                let h = blake3::keyed_hash(&key, &id.0);
+                let n = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+                (n as f64) < percent / 100.0 * u64::MAX as f64
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Subset::All => "all".into(),
+            Subset::Slice { index, of } => format!("{index}/{of}"),
+            Subset::Share { percent, seed } => format!("{percent}% (seed {seed})"),
+        }
+    }
+}
+
+impl std::str::FromStr for Subset {
+    type Err = String;
+    /// `I/N` or `P%`; a share gets a fresh seed unless set afterwards.
+    fn from_str(s: &str) -> std::result::Result<Subset, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let percent: f64 = p
+                .parse()
+                .ok()
+                .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+                .ok_or_else(|| format!("{s:?}: a share is 0 < P <= 100, e.g. 5%"))?;
+            let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+            return Ok(Subset::Share { percent, seed });
+        }
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: a subset is I/N (e.g. 3/24) or P% (e.g. 5%)"))?;
+        let (index, of): (u32, u32) = (
+            i.parse().map_err(|_| format!("{s:?}: I is not a number"))?,
+            n.parse().map_err(|_| format!("{s:?}: N is not a number"))?,
+        );
+        if of == 0 || index == 0 || index > of {
+            return Err(format!("{s:?}: I must be 1..=N"));
+        }
+        Ok(Subset::Slice { index, of })
+    }
+}
+
 /// What a verify run does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VerifyOptions {
     pub level: Level,
     /// Chunk reads in flight for a full check (0: what the store suggests:
     /// one per CPU locally, tens over a network).
     pub jobs: usize,
+    /// Which chunks a full check reads.
+    pub subset: Subset,
+    /// Walk each history's `parent` chain.
+    pub chain: bool,
 }
 
 impl From<Level> for VerifyOptions {
     fn from(level: Level) -> VerifyOptions {
-        VerifyOptions { level, jobs: 0 }
+        VerifyOptions {
+            level,
+            jobs: 0,
+            subset: Subset::All,
+            chain: false,
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
     Missing,
@@ -58,6 +148,25 @@ pub enum ProblemKind {
     WrongSize,
     NeedsNewer,
     Unreadable,
+    /// A `parent` that is neither a snapshot nor a forgotten one.
+    BrokenChain,
+    /// Two snapshots of one history claim the same parent.
+    Fork,
+}
+
+impl ProblemKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::Missing => "missing",
+            ProblemKind::Truncated => "truncated",
+            ProblemKind::Corrupt => "corrupt",
+            ProblemKind::WrongSize => "wrong-size",
+            ProblemKind::NeedsNewer => "needs-newer",
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::BrokenChain => "broken-chain",
+            ProblemKind::Fork => "fork",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,10 +181,22 @@ pub struct Problem {
     pub more_refs: u64,
 }
 
+impl Problem {
+    fn of_snapshot(kind: ProblemKind, snapshot: String, detail: String) -> Problem {
+        Problem {
+            kind,
+            snapshot: Some(snapshot),
+            path: None,
+            chunk: None,
+            detail,
+            more_refs: 0,
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = serde_json_kind(self.kind);
-        write!(f, "{kind}:")?;
+        write!(f, "{}:", self.kind.name())?;
         if let Some(p) = &self.path {
             write!(f, " {p}")?;
         }
@@ -93,15 +214,13 @@ impl std::fmt::Display for Problem {
     }
 }
 
-fn serde_json_kind(k: ProblemKind) -> &'static str {
-    match k {
-        ProblemKind::Missing => "missing",
-        ProblemKind::Truncated => "truncated",
-        ProblemKind::Corrupt => "corrupt",
-        ProblemKind::WrongSize => "wrong-size",
-        ProblemKind::NeedsNewer => "needs-newer",
-        ProblemKind::Unreadable => "unreadable",
-    }
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainReport {
+    pub histories: u64,
+    /// Parent links that resolve to a snapshot.
+    pub links: u64,
+    /// Parent links that resolve to a forget record.
+    pub forgotten: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,8 +228,16 @@ pub struct VerifyReport {
     pub level: &'static str,
     pub snapshots: u64,
     pub files: u64,
+    /// Distinct chunks the selected snapshots reference.
+    pub chunks: u64,
+    /// Of those, checked: by the listing (quick) or by reading (full).
     pub chunks_checked: u64,
     pub bytes_checked: u64,
+    /// Which chunks a full check read (`all`, `I/N`, `P% (seed S)`).
+    pub subset: String,
+    /// Share of the referenced chunks this run read and checked (full).
+    pub coverage: f64,
+    pub chain: Option<ChainReport>,
     pub problems: Vec<Problem>,
     /// Store requests made, for stores that count them.
     pub requests: Option<Counts>,
@@ -122,9 +249,18 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Problems by kind, for monitoring.
+    pub fn problem_counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for p in &self.problems {
+            *out.entry(p.kind.name()).or_default() += 1;
+        }
+        out
+    }
 }
 
-fn classify(e: &Error) -> ProblemKind {
+pub(crate) fn classify(e: &Error) -> ProblemKind {
     match e {
         Error::Missing { .. } => ProblemKind::Missing,
         Error::Format { cause, .. } => match cause {
@@ -147,35 +283,133 @@ struct FirstRef {
     more: u64,
 }
 
+/// One distinct file content: where it was first seen, its hash and chunks.
+struct Content {
+    snapshot: usize,
+    path: String,
+    hash: Hash,
+    chunks: Vec<ChunkRef>,
+}
+
+/// A snapshot's place in its history.
+struct Link {
+    key: SnapshotKey,
+    host: String,
+    source: String,
+    parent: Option<Hash>,
+}
+
+/// What the selected manifests reference, gathered one manifest at a time.
+#[derive(Default)]
+struct Census {
+    chunks: HashMap<ChunkId, FirstRef>,
+    contents: HashMap<Hash, Content>,
+    files: u64,
+    links: Vec<Link>,
+}
+
 pub fn verify(
     repo: &Repository,
     keys: &[SnapshotKey],
     opts: impl Into<VerifyOptions>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let VerifyOptions { level, jobs } = opts.into();
+    let opts = opts.into();
     let started = Instant::now();
     let requests_before = repo.store().request_counts();
-    let mut problems = Vec::new();
     let names: Vec<String> = keys.iter().map(|k| k.key()).collect();
-
+    let (listed, strays) = repo.snapshot_listing()?;
+    let sizes: HashMap<SnapshotKey, u64> = listed.iter().copied().collect();
+    let all: Vec<SnapshotKey> = listed.iter().map(|(k, _)| *k).collect();
+    repo.trim_manifest_cache(&all);
     // A key under snapshots/ that does not parse is a snapshot no selector
     // can reach: report it rather than let it vanish from view.
-    for stray in repo.snapshots_and_strays()?.1 {
-        problems.push(Problem {
-            kind: ProblemKind::Corrupt,
-            snapshot: Some(stray),
-            path: None,
-            chunk: None,
-            detail: "object under snapshots/ whose name is not a snapshot key".into(),
-            more_refs: 0,
-        });
-    }
+    let mut problems: Vec<Problem> = strays
+        .into_iter()
+        .map(|s| {
+            Problem::of_snapshot(
+                ProblemKind::Corrupt,
+                s,
+                "object under snapshots/ whose name is not a snapshot key".into(),
+            )
+        })
+        .collect();
 
-    let mut manifests = Vec::new();
+    let census = census(
+        repo,
+        keys,
+        &names,
+        &sizes,
+        opts.level,
+        &mut problems,
+        progress,
+    )?;
+    let bad = check_listing(repo, &census, &names, &mut problems)?;
+    let mut report = VerifyReport {
+        level: match opts.level {
+            Level::Quick => "quick",
+            Level::Full => "full",
+        },
+        snapshots: keys.len() as u64,
+        files: census.files,
+        chunks: census.chunks.len() as u64,
+        chunks_checked: census.chunks.len() as u64,
+        bytes_checked: 0,
+        subset: opts.subset.describe(),
+        coverage: 0.0,
+        chain: None,
+        problems: Vec::new(),
+        requests: None,
+        duration: Duration::ZERO,
+    };
+    if opts.level == Level::Full {
+        let (checked, bytes) =
+            read_contents(repo, &census, &names, &opts, bad, &mut problems, progress)?;
+        report.chunks_checked = checked;
+        report.bytes_checked = bytes;
+        report.coverage = if census.chunks.is_empty() {
+            1.0
+        } else {
+            checked as f64 / census.chunks.len() as f64
+        };
+    }
+    if opts.chain {
+        report.chain = Some(chain(repo, &all, &census, keys, &mut problems)?);
+    }
+    report.problems = problems;
+    report.requests = repo
+        .store()
+        .request_counts()
+        .map(|c| c.since(requests_before));
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// Reads the selected manifests one at a time, recording every chunk, every
+/// distinct file content (full checks) and every parent link; reports the
+/// manifests that do not load.
+fn census(
+    repo: &Repository,
+    keys: &[SnapshotKey],
+    names: &[String],
+    sizes: &HashMap<SnapshotKey, u64>,
+    level: Level,
+    problems: &mut Vec<Problem>,
+    progress: &dyn Progress,
+) -> Result<Census> {
+    let mut c = Census::default();
+    progress.begin("read manifests", keys.len() as u64);
     for (i, key) in keys.iter().enumerate() {
-        match repo.load_manifest(key) {
-            Ok(m) => manifests.push((i, m)),
+        crate::interrupt::check()?;
+        progress.advance(1);
+        // A full check reads every manifest again; a quick one uses a
+        // cached copy of the size the listing gives.
+        let loaded = match level {
+            Level::Full => repo.fetch_manifest(key),
+            Level::Quick => repo.load_manifest_listed(key, sizes.get(key).copied()),
+        };
+        let m = match loaded {
+            Ok(m) => m,
             // Forgotten since it was listed (a forget running beside this
             // verify): not damage.
             Err(e)
@@ -183,48 +417,76 @@ pub fn verify(
                     && repo
                         .store()
                         .size(&layout::forgotten_key(&key.id))
-                        .is_ok_and(|s| s.is_some()) => {}
-            Err(e) => problems.push(Problem {
-                kind: classify(&e),
-                snapshot: Some(names[i].clone()),
-                path: None,
-                chunk: None,
-                detail: format!("manifest: {e}"),
-                more_refs: 0,
-            }),
-        }
-    }
-
-    // Every referenced chunk, once.
-    let mut chunks: HashMap<ChunkId, FirstRef> = HashMap::new();
-    let mut files = 0u64;
-    for (i, m) in &manifests {
-        for (entry, _, _, refs) in m.files() {
-            files += 1;
-            for c in refs {
-                chunks
-                    .entry(c.id)
-                    .and_modify(|r| r.more += 1)
+                        .is_ok_and(|s| s.is_some()) =>
+            {
+                continue
+            }
+            Err(e) => {
+                problems.push(Problem::of_snapshot(
+                    classify(&e),
+                    names[i].clone(),
+                    format!("manifest: {e}"),
+                ));
+                continue;
+            }
+        };
+        for (entry, _, hash, refs) in m.files() {
+            c.files += 1;
+            for r in refs {
+                c.chunks
+                    .entry(r.id)
+                    .and_modify(|f| f.more += 1)
                     .or_insert_with(|| FirstRef {
-                        snapshot: *i,
+                        snapshot: i,
                         path: entry.path.clone(),
-                        stored_len: c.stored_len,
+                        stored_len: r.stored_len,
                         more: 0,
                     });
             }
+            if level == Level::Full {
+                let mut k = blake3::Hasher::new();
+                k.update(&hash.0);
+                for r in refs {
+                    k.update(&r.id.0);
+                }
+                c.contents
+                    .entry(k.finalize().into())
+                    .or_insert_with(|| Content {
+                        snapshot: i,
+                        path: entry.path.clone(),
+                        hash: *hash,
+                        chunks: refs.to_vec(),
+                    });
+            }
         }
+        c.links.push(Link {
+            key: *key,
+            host: m.host,
+            source: m.source,
+            parent: m.parent,
+        });
     }
+    progress.end();
+    Ok(c)
+}
 
-    // Quick: one listing tells which chunks exist and their sizes.
+/// Quick: one listing tells which chunks exist and their sizes. Returns the
+/// chunks found bad, which a full check does not report again.
+fn check_listing(
+    repo: &Repository,
+    census: &Census,
+    names: &[String],
+    problems: &mut Vec<Problem>,
+) -> Result<HashSet<ChunkId>> {
     let present: HashMap<ChunkId, u64> = repo
         .store()
         .list(layout::CHUNKS_PREFIX)?
         .into_iter()
         .filter_map(|o| layout::parse_chunk_key(&o.key).map(|id| (id, o.size)))
         .collect();
-    let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
-    let mut sorted: Vec<(&ChunkId, &FirstRef)> = chunks.iter().collect();
-    sorted.sort_by(|a, b| (a.1.snapshot, &a.1.path).cmp(&(b.1.snapshot, &b.1.path)));
+    let mut bad = HashSet::new();
+    let mut sorted: Vec<(&ChunkId, &FirstRef)> = census.chunks.iter().collect();
+    sorted.sort_by(|a, b| (a.1.snapshot, &a.1.path, a.0).cmp(&(b.1.snapshot, &b.1.path, b.0)));
     for (id, r) in sorted {
         let problem = match present.get(id) {
             None => Some((ProblemKind::Missing, "chunk object is missing".to_string())),
@@ -242,7 +504,7 @@ pub fn verify(
             Some(_) => None,
         };
         if let Some((kind, detail)) = problem {
-            bad_chunks.insert(*id);
+            bad.insert(*id);
             problems.push(Problem {
                 kind,
                 snapshot: Some(names[r.snapshot].clone()),
@@ -253,121 +515,348 @@ pub fn verify(
             });
         }
     }
+    Ok(bad)
+}
 
-    let mut chunks_checked = chunks.len() as u64;
-    let mut bytes_checked = 0u64;
-    if level == Level::Full {
-        // Each distinct file content once: (whole-file hash, chunk list).
-        let mut contents: HashMap<Hash, (usize, String, Hash, &[ChunkRef])> = HashMap::new();
-        for (i, m) in &manifests {
-            for e in &m.entries {
-                if let EntryKind::File { hash, chunks, .. } = &e.kind {
-                    let mut key = blake3::Hasher::new();
-                    key.update(&hash.0);
-                    for c in chunks {
-                        key.update(&c.id.0);
-                    }
-                    contents.entry(key.finalize().into()).or_insert((
-                        *i,
-                        e.path.clone(),
-                        *hash,
-                        chunks.as_slice(),
-                    ));
-                }
-            }
+/// Full: reads every distinct file content whose first chunk is in the
+/// subset — each of its chunks checked against its id, then its bytes
+/// against the whole-file hash. A chunk is read once however many of
+/// those contents hold it. Returns (chunks checked, bytes read).
+fn read_contents(
+    repo: &Repository,
+    census: &Census,
+    names: &[String],
+    opts: &VerifyOptions,
+    bad: HashSet<ChunkId>,
+    problems: &mut Vec<Problem>,
+    progress: &dyn Progress,
+) -> Result<(u64, u64)> {
+    let selected: Vec<&Content> = census
+        .contents
+        .values()
+        .filter(|c| {
+            c.chunks
+                .first()
+                .is_some_and(|f| opts.subset.contains(&f.id))
+        })
+        .collect();
+    let checked: HashSet<ChunkId> = selected
+        .iter()
+        .flat_map(|c| c.chunks.iter().map(|r| r.id))
+        .collect();
+    let total: u64 = selected
+        .iter()
+        .flat_map(|c| c.chunks.iter())
+        .map(|r| u64::from(r.len))
+        .sum();
+    progress.begin("verify", total);
+    let reported: Mutex<HashSet<ChunkId>> = Mutex::new(bad);
+    let found: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
+    let report = |c: &Content, id: ChunkId, e: &Error| {
+        if reported.lock().expect("lock").insert(id) {
+            found.lock().expect("lock").push(Problem {
+                kind: classify(e),
+                snapshot: Some(names[c.snapshot].clone()),
+                path: Some(c.path.clone()),
+                chunk: Some(id.to_hex()),
+                detail: e.to_string(),
+                more_refs: 0,
+            });
         }
-        let total: u64 = contents
-            .values()
-            .map(|c| c.3.iter().map(|r| u64::from(r.len)).sum::<u64>())
-            .sum();
-        progress.begin("verify", total);
-        let reported: Mutex<HashSet<ChunkId>> = Mutex::new(bad_chunks);
-        let found: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
-        let mut work: Vec<_> = contents.into_values().collect();
-        work.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        // As many reads in flight as the store suggests: over a network
-        // each worker mostly waits.
-        let workers = if jobs == 0 {
-            repo.store().parallelism()
-        } else {
-            jobs
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .build()
-            .map_err(|e| Error::Refused(format!("cannot start {workers} verify workers: {e}")))?;
-        let hashed: u64 = pool.install(|| {
-            work.par_iter()
-                .map(|(snap, path, hash, refs)| {
-                    let mut hasher = blake3::Hasher::new();
-                    let mut complete = true;
-                    let mut bytes = 0u64;
-                    for c in refs.iter() {
-                        match repo.read_chunk(c) {
-                            Ok(raw) => {
-                                hasher.update(&raw);
-                                bytes += raw.len() as u64;
-                                progress.advance(raw.len() as u64);
-                            }
-                            Err(e) => {
-                                complete = false;
-                                if reported.lock().expect("lock").insert(c.id) {
-                                    found.lock().expect("lock").push(Problem {
-                                        kind: classify(&e),
-                                        snapshot: Some(names[*snap].clone()),
-                                        path: Some(path.clone()),
-                                        chunk: Some(c.id.to_hex()),
-                                        detail: e.to_string(),
-                                        more_refs: 0,
-                                    });
-                                }
-                            }
-                        }
-                    }
-                    if complete {
-                        let actual: Hash = hasher.finalize().into();
-                        if actual != *hash {
-                            found.lock().expect("lock").push(Problem {
-                                kind: ProblemKind::Corrupt,
-                                snapshot: Some(names[*snap].clone()),
-                                path: Some(path.clone()),
-                                chunk: None,
-                                detail: format!(
-                                    "file bytes hash to {actual}, the manifest says {hash}"
-                                ),
-                                more_refs: 0,
-                            });
-                        }
-                    }
-                    bytes
-                })
-                .sum()
-        });
-        progress.end();
-        bytes_checked = hashed;
-        let mut found = found.into_inner().expect("lock");
-        found.sort_by(|a, b| {
-            (&a.snapshot, &a.path, &a.chunk).cmp(&(&b.snapshot, &b.path, &b.chunk))
-        });
-        problems.extend(found);
+    };
+    // As many reads in flight as the store suggests: over a network each
+    // worker mostly waits.
+    let workers = if opts.jobs == 0 {
+        repo.store().parallelism()
     } else {
-        chunks_checked = chunks.len() as u64;
+        opts.jobs
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .map_err(|e| Error::Refused(format!("cannot start {workers} verify workers: {e}")))?;
+    let bytes: u64 = pool.install(|| {
+        selected
+            .par_iter()
+            .map(|c| {
+                let mut hasher = blake3::Hasher::new();
+                let mut complete = true;
+                let mut bytes = 0u64;
+                for r in &c.chunks {
+                    match repo.read_chunk(r) {
+                        Ok(raw) => {
+                            hasher.update(&raw);
+                            bytes += raw.len() as u64;
+                            progress.advance(raw.len() as u64);
+                        }
+                        Err(e) => {
+                            complete = false;
+                            report(c, r.id, &e);
+                        }
+                    }
+                }
+                if complete {
+                    let actual: Hash = hasher.finalize().into();
+                    if actual != c.hash {
+                        found.lock().expect("lock").push(Problem {
+                            kind: ProblemKind::Corrupt,
+                            snapshot: Some(names[c.snapshot].clone()),
+                            path: Some(c.path.clone()),
+                            chunk: None,
+                            detail: format!(
+                                "file bytes hash to {actual}, the manifest says {}",
+                                c.hash
+                            ),
+                            more_refs: 0,
+                        });
+                    }
+                }
+                bytes
+            })
+            .sum()
+    });
+    progress.end();
+    let mut found = found.into_inner().expect("lock");
+    found.sort_by(|a, b| (&a.snapshot, &a.path, &a.chunk).cmp(&(&b.snapshot, &b.path, &b.chunk)));
+    problems.extend(found);
+    Ok((checked.len() as u64, bytes))
+}
+
+/// Walks each history's parent links over every snapshot in the repository
+/// (those selected were read already; the rest are read now) and the forget
+/// records. A parent must be a snapshot of the same history — or, for the
+/// first snapshot of a host, a version 1 snapshot of the same source — or a
+/// forgotten one (whose record continues the chain); two children of one
+/// parent in one history are a fork.
+fn chain(
+    repo: &Repository,
+    all: &[SnapshotKey],
+    census: &Census,
+    selected: &[SnapshotKey],
+    problems: &mut Vec<Problem>,
+) -> Result<ChainReport> {
+    // Every snapshot's link: from the census, or read now.
+    let read: HashSet<SnapshotKey> = census.links.iter().map(|l| l.key).collect();
+    let skipped: HashSet<SnapshotKey> = selected
+        .iter()
+        .filter(|k| !read.contains(k))
+        .copied()
+        .collect();
+    let mut links: Vec<Link> = Vec::new();
+    for key in all {
+        if read.contains(key) || skipped.contains(key) {
+            continue;
+        }
+        if let Ok(m) = repo.load_manifest(key) {
+            links.push(Link {
+                key: *key,
+                host: m.host,
+                source: m.source,
+                parent: m.parent,
+            });
+        }
+    }
+    let links: Vec<&Link> = census.links.iter().chain(links.iter()).collect();
+    // Forget records stand for the snapshots they forgot.
+    let mut records: HashMap<Hash, ForgetRecord> = HashMap::new();
+    for o in repo.store().list(layout::FORGOTTEN_PREFIX)? {
+        let Some(id) = o
+            .key
+            .strip_prefix(layout::FORGOTTEN_PREFIX)
+            .and_then(|h| h.parse::<Hash>().ok())
+        else {
+            continue;
+        };
+        match repo
+            .store()
+            .get(&o.key, limits::MAX_RECORD_BYTES)
+            .and_then(|b| ForgetRecord::decode(&b).map_err(Error::format(&o.key)))
+        {
+            Ok(r) if r.key().is_ok_and(|k| k.id == id) => {
+                records.insert(id, r);
+            }
+            Ok(_) => problems.push(Problem::of_snapshot(
+                ProblemKind::Corrupt,
+                o.key.clone(),
+                "forget record names another snapshot than its key".into(),
+            )),
+            Err(e) => problems.push(Problem::of_snapshot(
+                classify(&e),
+                o.key.clone(),
+                format!("{e}"),
+            )),
+        }
+    }
+    let by_id: HashMap<Hash, &Link> = links.iter().map(|l| (l.key.id, *l)).collect();
+    let mut report = ChainReport::default();
+    let mut children: HashMap<(String, String, Hash), Vec<String>> = HashMap::new();
+    let mut histories: HashSet<(String, String)> = HashSet::new();
+    // (key, host, source, parent) of every node: snapshots and records.
+    let nodes: Vec<(String, &str, &str, Option<Hash>)> = links
+        .iter()
+        .map(|l| (l.key.key(), l.host.as_str(), l.source.as_str(), l.parent))
+        .chain(records.values().map(|r| {
+            (
+                r.snapshot.clone(),
+                r.host.as_str(),
+                r.source.as_str(),
+                r.parent,
+            )
+        }))
+        .collect();
+    // A forgotten snapshot that nothing names as parent was a history's
+    // tip when it was forgotten: the next snapshot chose the one before it,
+    // which is not a fork.
+    let parents: HashSet<Hash> = nodes.iter().filter_map(|n| n.3).collect();
+    let tips: HashSet<String> = records
+        .iter()
+        .filter(|(id, _)| !parents.contains(id))
+        .map(|(_, r)| r.snapshot.clone())
+        .collect();
+    let mut newest: HashMap<(&str, &str), SnapshotKey> = HashMap::new();
+    for l in &links {
+        let n = newest
+            .entry((l.host.as_str(), l.source.as_str()))
+            .or_insert(l.key);
+        if l.key > *n {
+            *n = l.key;
+        }
+    }
+    for (key, host, source, parent) in &nodes {
+        histories.insert((host.to_string(), source.to_string()));
+        let Some(p) = parent else { continue };
+        let same = |h: &str, s: &str| s == *source && (h == *host || h.is_empty());
+        if let Some(l) = by_id.get(p) {
+            if same(&l.host, &l.source) {
+                report.links += 1;
+            } else {
+                problems.push(Problem::of_snapshot(
+                    ProblemKind::BrokenChain,
+                    key.clone(),
+                    format!(
+                        "parent {} belongs to another history ({} {}), not {host} {source}",
+                        p.short(),
+                        l.host,
+                        l.source
+                    ),
+                ));
+                continue;
+            }
+        } else if let Some(r) = records.get(p) {
+            if same(&r.host, &r.source) || r.host.is_empty() && r.source.is_empty() {
+                report.forgotten += 1;
+            } else {
+                problems.push(Problem::of_snapshot(
+                    ProblemKind::BrokenChain,
+                    key.clone(),
+                    format!("parent {} was forgotten from another history", p.short()),
+                ));
+                continue;
+            }
+        } else {
+            // A snapshot of the same history that is nobody's parent and
+            // not its newest may be what replaced the missing one.
+            let suspects: Vec<String> = links
+                .iter()
+                .filter(|l| l.host == *host && l.source == *source)
+                .filter(|l| {
+                    !parents.contains(&l.key.id)
+                        && newest.get(&(l.host.as_str(), l.source.as_str())) != Some(&l.key)
+                })
+                .map(|l| format!("{} (height {})", l.key.id.short(), l.key.height))
+                .collect();
+            let hint = if suspects.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; snapshot(s) {} of this history are nobody's parent: a replacement?",
+                    suspects.join(", ")
+                )
+            };
+            problems.push(Problem::of_snapshot(
+                ProblemKind::BrokenChain,
+                key.clone(),
+                format!(
+                    "parent {} is neither a snapshot nor a forgotten one: removed or replaced{hint}",
+                    p.short()
+                ),
+            ));
+            continue;
+        }
+        children
+            .entry((host.to_string(), source.to_string(), *p))
+            .or_default()
+            .push(key.clone());
+    }
+    for ((host, source, parent), mut kids) in children {
+        kids.retain(|k| !tips.contains(k));
+        if kids.len() > 1 {
+            kids.sort();
+            problems.push(Problem::of_snapshot(
+                ProblemKind::Fork,
+                kids[0].clone(),
+                format!(
+                    "history {host} {source}: {} snapshots claim parent {}: {}",
+                    kids.len(),
+                    parent.short(),
+                    kids.join(", ")
+                ),
+            ));
+        }
+    }
+    report.histories = histories.len() as u64;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The slices of a rotation are disjoint and together hold every
+        /// chunk: each id is in exactly one of 1/N … N/N.
+        #[test]
+        fn each_chunk_is_in_exactly_one_slice(id in any::<[u8; 32]>(), of in 1u32..100) {
+            let id = Hash(id);
+            let holding = (1..=of)
+                .filter(|&index| Subset::Slice { index, of }.contains(&id))
+                .count();
+            prop_assert_eq!(holding, 1);
+        }
+
+        /// A share's membership depends on the seed only, and a larger
+        /// share holds a smaller one.
+        #[test]
+        fn shares_are_repeatable_and_nested(id in any::<[u8; 32]>(), seed in any::<u64>(), p in 0.1f64..50.0) {
+            let id = Hash(id);
+            let small = Subset::Share { percent: p, seed };
+            let large = Subset::Share { percent: p * 2.0, seed };
+            prop_assert_eq!(small.contains(&id), small.contains(&id));
+            prop_assert!(!small.contains(&id) || large.contains(&id));
+        }
     }
 
-    Ok(VerifyReport {
-        level: match level {
-            Level::Quick => "quick",
-            Level::Full => "full",
-        },
-        snapshots: keys.len() as u64,
-        files,
-        chunks_checked,
-        bytes_checked,
-        problems,
-        requests: repo
-            .store()
-            .request_counts()
-            .map(|c| c.since(requests_before)),
-        duration: started.elapsed(),
-    })
+    #[test]
+    fn subsets_parse_and_refuse_nonsense() {
+        assert_eq!(
+            "3/24".parse::<Subset>(),
+            Ok(Subset::Slice { index: 3, of: 24 })
+        );
+        assert!(
+            matches!("5%".parse::<Subset>(), Ok(Subset::Share { percent, .. }) if percent == 5.0)
+        );
+        for bad in ["0/4", "5/4", "1/0", "x/4", "0%", "101%", "abc", "3"] {
+            assert!(bad.parse::<Subset>().is_err(), "{bad}");
+        }
+        // Over many ids, a share holds about its percentage.
+        let share = Subset::Share {
+            percent: 10.0,
+            seed: 1,
+        };
+        let n = (0u32..20_000)
+            .filter(|i| share.contains(&Hash(*blake3::hash(&i.to_le_bytes()).as_bytes())))
+            .count();
+        assert!((1_700..2_300).contains(&n), "{n}");
+    }
 }
