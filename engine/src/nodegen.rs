@@ -129,6 +129,26 @@ impl Node {
         Ok(())
     }
 
+    /// Rewrites `keys` state entries chosen uniformly over each state
+    /// database's whole key range (not only the hot set): what a node's
+    /// compactions do to old tables over an hour, so that a share of the
+    /// table files is replaced by new ones.
+    pub fn churn(&mut self, keys: u64) -> Result<()> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.height ^ 0xC4E1);
+        let space = (self.height * 4).max(16) * 5;
+        for db in 0..self.state.len() {
+            let mut batch = WriteBatch::default();
+            for _ in 0..keys / self.state.len() as u64 {
+                let key = format!("state:{:016x}", rng.next_u64() % space).into_bytes();
+                let mut value = vec![0u8; 40 + skewed(&mut rng, 360) as usize];
+                rng.fill_bytes(&mut value);
+                batch.put(key, hex_bytes(&value));
+            }
+            self.state[db].write(batch).map_err(db_err(&self.root))?;
+        }
+        Ok(())
+    }
+
     /// Advances until the data directory holds at least `bytes` on disk.
     pub fn grow_to(&mut self, bytes: u64) -> Result<()> {
         while du(&self.root)? < bytes {

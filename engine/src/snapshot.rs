@@ -87,6 +87,9 @@ pub struct SnapshotOptions {
     /// compression overlaps another's writes and fsyncs, or the store's
     /// suggested number of requests in flight when that is more).
     pub jobs: usize,
+    /// The manifest's creation time (ns since the epoch) instead of the
+    /// clock's: for simulations that compress weeks into minutes.
+    pub created_unix_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,7 +357,7 @@ pub fn execute(
     }
     let manifest = Manifest {
         height: opts.height,
-        created_unix_ns: now_unix_ns(),
+        created_unix_ns: opts.created_unix_ns.unwrap_or_else(now_unix_ns),
         source: plan.label.clone(),
         host,
         tags: opts.tags.clone(),
