@@ -305,12 +305,7 @@ fn a_directory_is_compared_with_its_snapshot_one_line_per_difference() {
     let opts = RestoreOptions {
         target: target.clone(),
         ip: Some(common::OTHER_IP.to_string()),
-        force: false,
-        jobs: 0,
-        keep_special_modes: false,
-        max_bytes: None,
-        allow_live: false,
-        keep_old: false,
+        ..Default::default()
     };
     let plan = restore::plan(&lab.repo, &key, &opts).unwrap();
     restore::restore(&lab.repo, &plan, &opts, &Silent).unwrap();

@@ -1,6 +1,8 @@
 //! The real `blocksnap` binary, end to end: commands, flags, JSON, messages
 //! and exit codes as an operator's scripts see them.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -150,6 +152,39 @@ fn snapshot_list_restore_verify() {
     );
     assert_eq!(v["ok"], true);
     assert_eq!(v["level"], "quick");
+
+    // Over itself: the dry run says nothing is to download and writes
+    // nothing; the restore keeps every file and downloads nothing.
+    let before = common::describe(&target, None);
+    let restore_again = |extra: &[&str]| {
+        let mut c = blocksnap(&s.repo());
+        c.args([
+            "restore",
+            "latest",
+            "--force",
+            "--ip",
+            "192.168.7.9",
+            "--target",
+        ])
+        .arg(&target)
+        .args(extra);
+        c
+    };
+    restore_again(&["--dry-run"]).assert().success().stdout(
+        predicate::str::starts_with("would restore snapshot")
+            .and(predicate::str::contains("to download: 0 B")),
+    );
+    assert_eq!(common::describe(&target, None), before);
+    let out = restore_again(&["--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out.stdout);
+    assert_eq!(r["bytes_downloaded"], 0);
+    assert_eq!(r["bytes_kept"], r["bytes"]);
+    assert_eq!(common::describe(&target, None), before);
 }
 
 #[test]
@@ -531,9 +566,7 @@ fn json_list(s: &Setup) -> Vec<serde_json::Value> {
     json(&out.stdout).as_array().cloned().unwrap_or_default()
 }
 
-#[path = "common/s3server.rs"]
-#[allow(dead_code)]
-mod s3server;
+use common::s3server;
 
 /// The whole job through `--repo s3://` and `--endpoint`, with credentials
 /// from the standard environment variables as an operator would set them.

@@ -236,6 +236,19 @@ enum Command {
         /// the target that the output names, instead of deleting them.
         #[arg(long, requires = "force")]
         keep_old: bool,
+        /// Also use the bytes of the files in this directory (repeatable:
+        /// e.g. a copy of the node, or another node's data directory):
+        /// every chunk taken from it is checked, nothing in it is changed.
+        #[arg(long, value_name = "DIR")]
+        reuse_from: Vec<PathBuf>,
+        /// With --force: download everything instead of reusing the bytes of
+        /// the entries being replaced.
+        #[arg(long)]
+        no_reuse: bool,
+        /// Show the plan (what is kept, copied from local files, and
+        /// downloaded) without writing anything.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         metrics: MetricsArg,
         #[command(flatten)]
@@ -447,6 +460,8 @@ impl Command {
                 Some(source.display().to_string()),
                 metrics,
             ),
+            // A dry run restores nothing: it is no restore's outcome.
+            Command::Restore { dry_run: true, .. } => return None,
             Command::Restore {
                 repo,
                 target,
@@ -800,6 +815,9 @@ fn run(command: Command) -> Result<Done> {
             max_size,
             allow_live,
             keep_old,
+            reuse_from,
+            no_reuse,
+            dry_run,
             host,
             metrics: _,
             json,
@@ -815,8 +833,14 @@ fn run(command: Command) -> Result<Done> {
                 max_bytes: max_size,
                 allow_live,
                 keep_old,
+                reuse_from,
+                no_reuse,
             };
             let plan = restore::plan(&r, &key, &opts)?;
+            if dry_run {
+                Out::new(json.json).restore_plan(&plan);
+                return Ok(Done::default());
+            }
             let bar = Bar::new(json.json);
             let report = restore::restore(&r, &plan, &opts, &bar)?;
             Out::new(json.json).restore(&report);

@@ -15,7 +15,7 @@ use blocksnap::format::layout::SnapshotKey;
 use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
 use blocksnap::prune::PruneReport;
-use blocksnap::restore::RestoreReport;
+use blocksnap::restore::{RestorePlan, RestoreReport};
 use blocksnap::snapshot::SnapshotReport;
 use blocksnap::stage::StageReport;
 use blocksnap::store::Counts;
@@ -216,6 +216,18 @@ impl Out {
                 r.files_resumed,
                 r.duration.as_secs_f64()
             );
+            if r.seeds.files_read > 0 {
+                println!(
+                    "  from local files: {} kept whole ({} files), {} copied; downloaded {} ({} stored); {} read from {} seed files",
+                    HumanBytes(r.bytes_kept),
+                    r.files_kept,
+                    HumanBytes(r.bytes_copied),
+                    HumanBytes(r.bytes_downloaded),
+                    HumanBytes(r.stored_bytes_downloaded),
+                    HumanBytes(r.seeds.bytes_read),
+                    r.seeds.files_read
+                );
+            }
             if let Some(j) = &r.completed_interrupted {
                 println!("  first completed an interrupted restore found in the target ({j})");
             }
@@ -229,6 +241,65 @@ impl Out {
                 println!("  the entries it replaced are kept in {}", old.display());
             }
             print_requests(r.requests);
+        }
+    }
+
+    /// A restore's plan (`restore --dry-run`): nothing was written.
+    pub fn restore_plan(&self, p: &RestorePlan) {
+        let seeds = p.seeds.as_ref().map(|s| s.stats).unwrap_or_default();
+        if self.json {
+            self.emit(json!({
+                "dry_run": true,
+                "id": p.key.id.to_hex(),
+                "height": p.key.height,
+                "target": p.target,
+                "entries": p.manifest.entries.len(),
+                "bytes": p.bytes,
+                "bytes_to_write": p.bytes_to_write,
+                "free_bytes": p.free_bytes,
+                "modes_stripped": p.modes_stripped,
+                "reuse": p.reuse,
+                "seeds": seeds,
+                "completes_interrupted": p.pending.as_ref().map(|j| &j.staging),
+            }));
+            return;
+        }
+        println!(
+            "would restore snapshot {} (height {}) to {}: {} entries, {}; {} to write, {} free",
+            p.key.id.short(),
+            p.key.height,
+            p.target.display(),
+            p.manifest.entries.len(),
+            HumanBytes(p.bytes),
+            HumanBytes(p.bytes_to_write),
+            HumanBytes(p.free_bytes)
+        );
+        if seeds.files_read > 0 {
+            println!(
+                "  from local files: {} kept whole ({} files), {} copied; {} read from {} seed files",
+                HumanBytes(p.reuse.bytes_kept),
+                p.reuse.files_kept,
+                HumanBytes(p.reuse.bytes_copied),
+                HumanBytes(seeds.bytes_read),
+                seeds.files_read
+            );
+        }
+        println!(
+            "  to download: {} ({} stored)",
+            HumanBytes(p.reuse.bytes_to_download),
+            HumanBytes(p.reuse.stored_bytes_to_download)
+        );
+        if let Some(j) = &p.pending {
+            println!(
+                "  would first complete an interrupted restore found in the target ({})",
+                j.staging
+            );
+        }
+        if p.modes_stripped > 0 {
+            println!(
+                "  {} entries would lose their setuid, setgid or world-write bits (--keep-special-modes keeps them)",
+                p.modes_stripped
+            );
         }
     }
 

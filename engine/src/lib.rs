@@ -41,6 +41,7 @@ pub mod publish;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod seed;
 pub mod snapshot;
 pub mod stage;
 pub mod store;

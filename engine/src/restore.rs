@@ -48,6 +48,8 @@ use crate::live;
 use crate::progress::Progress;
 use crate::publish::{self, Journal, Move, RESERVED_PREFIX};
 use crate::repo::{now_unix_ns, Repository};
+use crate::seed;
+use crate::seed::{SeedRoot, SeedStats, Seeds, Whole};
 use crate::store::Counts;
 
 /// Mode bits dropped unless the operator keeps them: setuid, setgid and
@@ -81,6 +83,11 @@ pub struct RestoreOptions {
     /// Keep the entries a `--force` restore replaced (in a directory beside
     /// them, named in the report) instead of removing them at the end.
     pub keep_old: bool,
+    /// Other directories whose files may hold the snapshot's bytes (e.g. a
+    /// copy of the node, another node's data): read, never written.
+    pub reuse_from: Vec<PathBuf>,
+    /// Do not read the entries a `--force` restore replaces as seeds.
+    pub no_reuse: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +98,17 @@ pub struct RestoreReport {
     pub files: u64,
     pub bytes: u64,
     pub chunks_fetched: u64,
+    /// Uncompressed and stored bytes of the chunks fetched from the store.
+    pub bytes_downloaded: u64,
+    pub stored_bytes_downloaded: u64,
+    /// Files kept whole from the target's older state (hard-linked after
+    /// their hash was checked) and their bytes.
+    pub files_kept: u64,
+    pub bytes_kept: u64,
+    /// Bytes of chunks copied from local seed files (each checked).
+    pub bytes_copied: u64,
+    /// What reading the seeds cost.
+    pub seeds: SeedStats,
     /// Files already complete in the staging directory of an earlier run.
     pub files_resumed: u64,
     /// Entries whose setuid, setgid or world-write bits were dropped.
@@ -106,6 +124,19 @@ pub struct RestoreReport {
     pub requests: Option<Counts>,
     #[serde(skip)]
     pub duration: Duration,
+}
+
+/// Where the bytes still to write come from.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ReusePlan {
+    /// Whole files of the target's older state that will be kept (linked).
+    pub files_kept: u64,
+    pub bytes_kept: u64,
+    /// Bytes copied from seed files.
+    pub bytes_copied: u64,
+    /// Uncompressed and stored bytes to download.
+    pub bytes_to_download: u64,
+    pub stored_bytes_to_download: u64,
 }
 
 /// What will be restored where: everything is checked before any write.
@@ -130,6 +161,11 @@ pub struct RestorePlan {
     pub bytes_to_write: u64,
     /// Free bytes on the target's filesystem when planned.
     pub free_bytes: u64,
+    /// Local files that hold some of the snapshot's bytes, if any were read.
+    pub seeds: Option<Seeds>,
+    /// Where the bytes still to write will come from (an estimate: a seed
+    /// may change before it is used, and is then downloaded instead).
+    pub reuse: ReusePlan,
     /// An interrupted publish in the target, completed before this one.
     pub pending: Option<Journal>,
 }
@@ -176,21 +212,50 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
     let bytes = manifest
         .files()
         .fold(0u64, |sum, (_, size, _, _)| sum.saturating_add(size));
-    let mut bytes_to_write = bytes;
     let mut pending = None;
+    let mut staged = None;
     if let Some(dir) = &existing {
         pending = publish::pending(dir)?;
         inspect_target(dir, &top_level, opts)?;
-        let staged = dir.open_dir(&staging).ok();
-        bytes_to_write = 0;
-        for (entry, path) in manifest.entries.iter().zip(&paths) {
-            if let EntryKind::File { size, .. } = &entry.kind {
-                if !staged_at_size(staged.as_ref(), path, *size) {
-                    bytes_to_write = bytes_to_write.saturating_add(*size);
-                }
-            }
-        }
+        staged = dir.open_dir(&staging).ok();
     }
+    // The files still to write: all but those an earlier run staged whole.
+    let todo: Vec<(Whole, &[ChunkRef])> = manifest
+        .entries
+        .iter()
+        .zip(&paths)
+        .zip(&modes)
+        .filter_map(|((entry, path), mode)| match &entry.kind {
+            EntryKind::File { size, hash, chunks }
+                if !staged_at_size(staged.as_ref(), path, *size) =>
+            {
+                let whole = Whole {
+                    size: *size,
+                    hash,
+                    mode: *mode,
+                    mtime_ns: entry.mtime_ns,
+                };
+                Some((whole, chunks.as_slice()))
+            }
+            _ => None,
+        })
+        .collect();
+    let bytes_to_write = todo
+        .iter()
+        .fold(0u64, |sum, (w, _)| sum.saturating_add(w.size));
+    let seeds = seed_roots(existing.as_ref(), &top_level, opts)?
+        .map(|roots| {
+            let needs = seed::Needs {
+                chunks: todo
+                    .iter()
+                    .flat_map(|(_, chunks)| chunks.iter().map(|c| c.id))
+                    .collect(),
+                files: todo.iter().map(|(w, _)| (w.size, w.hash)).collect(),
+            };
+            Seeds::index(roots, &needs, &repo.config().chunker)
+        })
+        .transpose()?;
+    let reuse = reuse_plan(&todo, seeds.as_ref());
     if let Some(cap) = opts.max_bytes {
         if bytes > cap {
             return Err(Error::Refused(format!(
@@ -199,6 +264,8 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
             )));
         }
     }
+    // Kept files are links: they take no space.
+    let bytes_to_write = bytes_to_write.saturating_sub(reuse.bytes_kept);
     if bytes_to_write.saturating_add(SPACE_MARGIN) > space.bytes {
         return Err(Error::Refused(format!(
             "snapshot {} needs {bytes_to_write} more bytes on the filesystem of {} (plus a {} MiB margin), \
@@ -230,8 +297,76 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
         bytes,
         bytes_to_write,
         free_bytes: space.bytes,
+        seeds,
+        reuse,
         pending,
     })
+}
+
+/// The seeds a restore reads: the target's entries that a `--force`
+/// restore replaces (unless `--no-reuse`) and every `--reuse-from`
+/// directory. `None` when there are none.
+fn seed_roots(
+    existing: Option<&DirFd>,
+    top_level: &[String],
+    opts: &RestoreOptions,
+) -> Result<Option<Vec<SeedRoot>>> {
+    let mut roots = Vec::new();
+    if let (Some(dir), true, false) = (existing, opts.force, opts.no_reuse) {
+        let names = dir.names().map_err(Error::io("read", dir.path()))?;
+        let only: Vec<String> = top_level
+            .iter()
+            .filter(|n| names.contains(n))
+            .cloned()
+            .collect();
+        if !only.is_empty() {
+            roots.push(SeedRoot {
+                dir: dir.try_clone().map_err(Error::io("open", dir.path()))?,
+                only: Some(only),
+                // Kept old entries must stay as they were: copy instead.
+                replaced: !opts.keep_old,
+            });
+        }
+    }
+    for path in &opts.reuse_from {
+        let dir = DirFd::open_trusted(path, false)
+            .map_err(|e| Error::Refused(format!("--reuse-from {}: {e}", path.display())))?;
+        roots.push(SeedRoot {
+            dir,
+            only: None,
+            replaced: false,
+        });
+    }
+    Ok((!roots.is_empty()).then_some(roots))
+}
+
+/// Where each file still to write will come from, given the seeds.
+fn reuse_plan(todo: &[(Whole, &[ChunkRef])], seeds: Option<&Seeds>) -> ReusePlan {
+    let mut plan = ReusePlan::default();
+    // Links made per content and metadata: each seed is linked once.
+    let mut linked: HashMap<(u64, &Hash, u32, i64), usize> = HashMap::new();
+    for (w, chunks) in todo {
+        let key = (w.size, w.hash, w.mode, w.mtime_ns);
+        match seeds.and_then(|s| s.has_whole(w.size, w.hash, w.mode, w.mtime_ns)) {
+            Some(linkable) if linkable > *linked.get(&key).unwrap_or(&0) => {
+                *linked.entry(key).or_default() += 1;
+                plan.files_kept += 1;
+                plan.bytes_kept += w.size;
+            }
+            Some(_) => plan.bytes_copied += w.size,
+            None => {
+                for c in chunks.iter() {
+                    if seeds.is_some_and(|s| s.has_chunk(&c.id)) {
+                        plan.bytes_copied += u64::from(c.len);
+                    } else {
+                        plan.bytes_to_download += u64::from(c.len);
+                        plan.stored_bytes_to_download += u64::from(c.stored_len);
+                    }
+                }
+            }
+        }
+    }
+    plan
 }
 
 /// The target directory if it exists, resolved without following a symlink
@@ -525,8 +660,8 @@ pub fn restore(
     // Largest first, so one big file does not start last and run alone.
     files.sort_by_key(|f| std::cmp::Reverse(f.1));
     progress.begin("restore", plan.bytes);
-    let fetched = AtomicU64::new(0);
-    let resumed = AtomicU64::new(0);
+    let seeds = plan.seeds.as_ref();
+    let counts = Counters::default();
     let jobs = if opts.jobs == 0 {
         repo.store().parallelism()
     } else {
@@ -542,21 +677,38 @@ pub fn restore(
             let rel = &plan.paths[i];
             let shown = staging.path().join(rel);
             let (dir, name) = parent_of(&staging, rel).map_err(Error::io("open", &shown))?;
+            let entry = &plan.manifest.entries[i];
+            let whole = Whole {
+                size,
+                hash,
+                mode: plan.modes[i],
+                mtime_ns: entry.mtime_ns,
+            };
             let file = match resume_file(&dir, &name, size, hash) {
                 Some(f) => {
-                    resumed.fetch_add(1, Ordering::Relaxed);
-                    f
+                    Counters::add(&counts.resumed, 1);
+                    Some(f)
                 }
                 None => {
                     dir.remove(&name).map_err(Error::io("replace", &shown))?;
-                    let f = write_file(repo, &dir, &name, rel, hash, chunks)?;
-                    fetched.fetch_add(chunks.len() as u64, Ordering::Relaxed);
-                    f
+                    // A kept file already has its mode and mtime: setting
+                    // them again would only risk touching the older state.
+                    match seeds.and_then(|s| s.link_whole(&whole, &dir, &name)) {
+                        Some(_) => {
+                            Counters::add(&counts.kept, 1);
+                            Counters::add(&counts.bytes_kept, size);
+                            None
+                        }
+                        None => Some(write_file(
+                            repo, seeds, &dir, &name, rel, hash, chunks, &counts,
+                        )?),
+                    }
                 }
             };
-            let entry = &plan.manifest.entries[i];
-            fsx::set_file_mode_and_mtime(&file, plan.modes[i], entry.mtime_ns)
-                .map_err(Error::io("set mode and mtime of", &shown))?;
+            if let Some(file) = file {
+                fsx::set_file_mode_and_mtime(&file, whole.mode, whole.mtime_ns)
+                    .map_err(Error::io("set mode and mtime of", &shown))?;
+            }
             progress.advance(size);
             Ok::<_, Error>(())
         })
@@ -630,8 +782,14 @@ pub fn restore(
         target: plan.target.clone(),
         files: files.len() as u64,
         bytes: plan.bytes,
-        chunks_fetched: fetched.into_inner(),
-        files_resumed: resumed.into_inner(),
+        chunks_fetched: counts.chunks.into_inner(),
+        bytes_downloaded: counts.bytes_downloaded.into_inner(),
+        stored_bytes_downloaded: counts.stored_downloaded.into_inner(),
+        files_kept: counts.kept.into_inner(),
+        bytes_kept: counts.bytes_kept.into_inner(),
+        bytes_copied: counts.bytes_copied.into_inner(),
+        seeds: plan.seeds.as_ref().map(|s| s.stats).unwrap_or_default(),
+        files_resumed: counts.resumed.into_inner(),
         modes_stripped: plan.modes_stripped,
         old_entries,
         completed_interrupted,
@@ -792,16 +950,38 @@ fn resume_file(dir: &DirFd, name: &str, size: u64, hash: &Hash) -> Option<File> 
     (Hash::from(hasher.finalize()) == *hash).then_some(f)
 }
 
-/// Writes a file from its chunks, each checked against its id before it is
-/// written, and the whole against the file's hash. A file that fails is
-/// removed: no partial file stays behind.
+/// What the restore workers did, summed.
+#[derive(Default)]
+struct Counters {
+    chunks: AtomicU64,
+    bytes_downloaded: AtomicU64,
+    stored_downloaded: AtomicU64,
+    bytes_copied: AtomicU64,
+    kept: AtomicU64,
+    bytes_kept: AtomicU64,
+    resumed: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Writes a file from its chunks, each taken from a seed when one holds it
+/// (checked against its id) or fetched and checked against its id, and the
+/// whole checked against the file's hash. A file that fails is removed: no
+/// partial file stays behind.
+#[allow(clippy::too_many_arguments)]
 fn write_file(
     repo: &Repository,
+    seeds: Option<&Seeds>,
     dir: &DirFd,
     name: &str,
     rel: &str,
     hash: &Hash,
     chunks: &[ChunkRef],
+    counts: &Counters,
 ) -> Result<File> {
     let shown = dir.join(name);
     let mut f = dir
@@ -810,14 +990,27 @@ fn write_file(
     let written = (|| {
         let mut hasher = blake3::Hasher::new();
         let mut offset = 0u64;
+        let mut local = seeds.map(Seeds::reader);
         for chunk in chunks {
             interrupt::check()?;
-            let bytes = repo.read_chunk(chunk).map_err(|e| Error::BadChunk {
-                path: rel.to_string(),
-                chunk: chunk.id,
-                offset,
-                cause: Box::new(e),
-            })?;
+            let bytes = match local.as_mut().and_then(|r| r.read(chunk)) {
+                Some(bytes) => {
+                    Counters::add(&counts.bytes_copied, bytes.len() as u64);
+                    bytes
+                }
+                None => {
+                    let bytes = repo.read_chunk(chunk).map_err(|e| Error::BadChunk {
+                        path: rel.to_string(),
+                        chunk: chunk.id,
+                        offset,
+                        cause: Box::new(e),
+                    })?;
+                    Counters::add(&counts.chunks, 1);
+                    Counters::add(&counts.bytes_downloaded, bytes.len() as u64);
+                    Counters::add(&counts.stored_downloaded, u64::from(chunk.stored_len));
+                    bytes
+                }
+            };
             hasher.update(&bytes);
             f.write_all(&bytes).map_err(Error::io("write", &shown))?;
             offset += bytes.len() as u64;

@@ -1,0 +1,423 @@
+//! Seeds: local files whose bytes a restore uses instead of downloading them.
+//!
+//! A node that fell behind or broke still holds most of its snapshot's bytes
+//! (LevelDB and RocksDB table files never change once written). Before
+//! anything is fetched, a restore reads the seeds once: the entries of the
+//! target that a `--force` restore replaces (the node's older state) and
+//! every directory named with `--reuse-from`. Each regular file is cut with
+//! the repository's chunker and each chunk hashed; only what the snapshot
+//! needs is remembered: where each needed chunk can be read, and which files
+//! are whole copies of a needed file (same size, same whole-file hash).
+//!
+//! Nothing read from a seed is trusted, because a seed may change, be
+//! damaged, or belong to someone else:
+//! - a chunk is taken from a seed only if the bytes read at restore time hash
+//!   to the chunk's id; otherwise (changed, unreadable, gone) it is fetched;
+//! - a whole file of the target's own older state (this user's, one link,
+//!   not writable by others, and already with the restored entry's mode and
+//!   mtime, so the older state changes in nothing) is kept as it is:
+//!   hard-linked into the staging tree and checked again through the link
+//!   before it counts, so nothing is rewritten. Any other whole match is
+//!   copied chunk by chunk as above;
+//! - seeds are walked through directory descriptors without following a
+//!   symlink, and only regular files are opened.
+//!
+//! The restored file is then checked against its whole-file hash exactly as
+//! a downloaded one is.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::config::ChunkerParams;
+use crate::format::manifest::ChunkRef;
+use crate::fsx::{DirFd, EntryType};
+use crate::id::Hash;
+use crate::interrupt;
+use crate::publish::RESERVED_PREFIX;
+
+/// Where seeds come from.
+pub struct SeedRoot {
+    /// The directory to read.
+    pub dir: DirFd,
+    /// Only these entries of it (the target's replaced entries); `None`:
+    /// everything except blocksnap's own reserved names.
+    pub only: Option<Vec<String>>,
+    /// Its files are the target's older state, which the restore replaces:
+    /// a whole match may be kept by a hard link instead of a copy.
+    pub replaced: bool,
+}
+
+/// What the snapshot needs, for indexing only what helps.
+pub struct Needs<'a> {
+    /// Chunk ids of the files still to write.
+    pub chunks: HashSet<Hash>,
+    /// (size, whole-file hash) of the files still to write.
+    pub files: HashSet<(u64, &'a Hash)>,
+}
+
+struct SeedFile {
+    dir: Arc<DirFd>,
+    name: String,
+    /// May be hard-linked into the staging tree (see the module comment).
+    linkable: bool,
+    /// Its mode and mtime when indexed: only a file that already has the
+    /// restored entry's is linked, so the older state changes in nothing.
+    mode: u32,
+    mtime_ns: i64,
+    /// Already linked once: a second path gets a copy, never a shared inode.
+    linked: AtomicBool,
+}
+
+/// The index of the seeds, built by [`Seeds::index`].
+pub struct Seeds {
+    files: Vec<SeedFile>,
+    /// Needed chunk id -> (file, offset).
+    chunks: HashMap<Hash, (u32, u64)>,
+    /// Needed (size, hash) -> files holding exactly that content.
+    whole: HashMap<(u64, Hash), Vec<u32>>,
+    pub stats: SeedStats,
+}
+
+impl std::fmt::Debug for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seeds")
+            .field("files", &self.files.len())
+            .field("chunks", &self.chunks.len())
+            .field("whole", &self.whole.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// What indexing found, for the plan and the report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SeedStats {
+    /// Regular files read.
+    pub files_read: u64,
+    /// Bytes read to index them.
+    pub bytes_read: u64,
+    /// Files that could not be read (skipped, not an error).
+    pub unreadable: u64,
+}
+
+/// One file's contribution to the index.
+struct Indexed {
+    chunks: Vec<(Hash, u64)>,
+    whole: Option<(u64, Hash)>,
+    bytes: u64,
+}
+
+impl Seeds {
+    /// Reads every regular file under the roots and keeps what `needs` asks
+    /// for. Unreadable files are skipped (counted); a directory that cannot
+    /// be listed is an error naming it.
+    pub fn index(roots: Vec<SeedRoot>, needs: &Needs, chunker: &ChunkerParams) -> Result<Seeds> {
+        let mut found: Vec<Found> = Vec::new();
+        for root in roots {
+            walk(root, &mut found)?;
+        }
+        let sizes: HashSet<u64> = needs.files.iter().map(|(s, _)| *s).collect();
+        let results: Vec<Option<Indexed>> = found
+            .par_iter()
+            .map(|f| {
+                if interrupt::check().is_err() {
+                    return None;
+                }
+                index_file(&f.dir, &f.name, needs, &sizes, chunker).ok()
+            })
+            .collect();
+        interrupt::check()?;
+
+        let mut seeds = Seeds {
+            files: Vec::with_capacity(found.len()),
+            chunks: HashMap::new(),
+            whole: HashMap::new(),
+            stats: SeedStats::default(),
+        };
+        for (f, indexed) in found.into_iter().zip(results) {
+            let Some(indexed) = indexed else {
+                seeds.stats.unreadable += 1;
+                continue;
+            };
+            seeds.stats.files_read += 1;
+            seeds.stats.bytes_read += indexed.bytes;
+            if indexed.chunks.is_empty() && indexed.whole.is_none() {
+                continue;
+            }
+            let i = seeds.files.len() as u32;
+            seeds.files.push(SeedFile {
+                dir: f.dir,
+                name: f.name,
+                linkable: f.linkable,
+                mode: f.mode,
+                mtime_ns: f.mtime_ns,
+                linked: AtomicBool::new(false),
+            });
+            for (id, offset) in indexed.chunks {
+                seeds.chunks.entry(id).or_insert((i, offset));
+            }
+            if let Some(key) = indexed.whole {
+                seeds.whole.entry(key).or_default().push(i);
+            }
+        }
+        Ok(seeds)
+    }
+
+    /// Whether a file of this size and hash is held whole by a seed, and
+    /// by how many seeds that may be kept by a hard link for an entry of
+    /// this mode and mtime (each links once).
+    pub fn has_whole(&self, size: u64, hash: &Hash, mode: u32, mtime_ns: i64) -> Option<usize> {
+        self.whole.get(&(size, *hash)).map(|files| {
+            files
+                .iter()
+                .filter(|&&i| self.files[i as usize].links_as(mode, mtime_ns))
+                .count()
+        })
+    }
+
+    /// Whether some seed holds the chunk.
+    pub fn has_chunk(&self, id: &Hash) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    /// Keeps a whole seed file as `name` in `dir` by a hard link, if one is
+    /// linkable, unused, already has the entry's mode and mtime, and is
+    /// still this user's single-link regular file of the right size, hash,
+    /// mode and mtime when read through the new link. `None` otherwise,
+    /// with nothing left at `name`. The caller sets no mode or time on it.
+    pub fn link_whole(&self, want: &Whole, dir: &DirFd, name: &str) -> Option<File> {
+        let files = self.whole.get(&(want.size, *want.hash))?;
+        for &i in files {
+            let seed = &self.files[i as usize];
+            if !seed.links_as(want.mode, want.mtime_ns) || seed.linked.swap(true, Ordering::Relaxed)
+            {
+                continue;
+            }
+            if seed.dir.link(&seed.name, dir, name).is_err() {
+                continue;
+            }
+            if let Some(f) = checked_link(dir, name, want) {
+                return Some(f);
+            }
+            let _ = dir.unlink(name);
+        }
+        None
+    }
+
+    /// A reader for one file's chunks (it keeps the last seed file open).
+    pub fn reader(&self) -> SeedReader<'_> {
+        SeedReader {
+            seeds: self,
+            open: None,
+        }
+    }
+}
+
+/// A file to restore, as a whole-file match needs it.
+pub struct Whole<'a> {
+    pub size: u64,
+    pub hash: &'a Hash,
+    /// The mode and mtime it is restored with.
+    pub mode: u32,
+    pub mtime_ns: i64,
+}
+
+impl SeedFile {
+    fn links_as(&self, mode: u32, mtime_ns: i64) -> bool {
+        self.linkable && self.mode == mode && self.mtime_ns == mtime_ns
+    }
+}
+
+/// Reads chunks from seeds, each checked against its id.
+pub struct SeedReader<'a> {
+    seeds: &'a Seeds,
+    open: Option<(u32, File)>,
+}
+
+impl SeedReader<'_> {
+    /// The chunk's bytes from a seed, or `None` when no seed holds it or
+    /// what a seed holds now does not hash to its id.
+    pub fn read(&mut self, chunk: &ChunkRef) -> Option<Vec<u8>> {
+        let &(i, offset) = self.seeds.chunks.get(&chunk.id)?;
+        if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
+            let seed = &self.seeds.files[i as usize];
+            self.open = Some((i, seed.dir.open_file(&seed.name).ok()?));
+        }
+        let (_, file) = self.open.as_ref()?;
+        let mut buf = vec![0u8; chunk.len as usize];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        (Hash::of(&buf) == chunk.id).then_some(buf)
+    }
+}
+
+/// A hard link just made: this user's regular file, linked from exactly one
+/// other place (the seed), with the entry's mode (so not writable by
+/// others) and mtime, of the right size and content. Read through the new
+/// name, which only this user can reach.
+fn checked_link(dir: &DirFd, name: &str, want: &Whole) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let f = dir.open_file(name).ok()?;
+    let m = f.metadata().ok()?;
+    let mtime_ns = m
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec());
+    if m.len() != want.size
+        || m.nlink() != 2
+        || m.uid() != crate::fsx::euid()
+        || m.mode() & 0o7777 != want.mode
+        || m.mode() & 0o022 != 0
+        || mtime_ns != want.mtime_ns
+    {
+        return None;
+    }
+    (hash_reader(&f).ok()? == *want.hash).then_some(f)
+}
+
+fn hash_reader(mut f: &File) -> io::Result<Hash> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&mut f)?;
+    Ok(hasher.finalize().into())
+}
+
+/// A regular file found under a root.
+struct Found {
+    dir: Arc<DirFd>,
+    name: String,
+    linkable: bool,
+    mode: u32,
+    mtime_ns: i64,
+}
+
+/// Collects the regular files under a root.
+fn walk(root: SeedRoot, out: &mut Vec<Found>) -> Result<()> {
+    let replaced = root.replaced;
+    let dir = Arc::new(root.dir);
+    let names = match root.only {
+        Some(names) => names,
+        None => dir.names().map_err(Error::io("read", dir.path()))?,
+    };
+    let mut stack = vec![(dir, names)];
+    while let Some((dir, names)) = stack.pop() {
+        for name in names {
+            // blocksnap's own entries (a staging tree, kept old entries)
+            // are never a snapshot's, and never seeds.
+            if name.starts_with(RESERVED_PREFIX) {
+                continue;
+            }
+            let Some(m) = dir
+                .stat(&name)
+                .map_err(Error::io("stat", dir.join(&name)))?
+            else {
+                continue;
+            };
+            match m.kind {
+                EntryType::File if m.size > 0 => {
+                    let linkable = replaced && m.is_mine() && m.nlink == 1 && m.mode & 0o022 == 0;
+                    out.push(Found {
+                        dir: dir.clone(),
+                        name,
+                        linkable,
+                        mode: m.mode,
+                        mtime_ns: m.mtime_ns,
+                    });
+                }
+                EntryType::Dir => {
+                    let child = dir
+                        .open_dir(&name)
+                        .map_err(Error::io("open", dir.join(&name)))?;
+                    let names = child.names().map_err(Error::io("read", child.path()))?;
+                    stack.push((Arc::new(child), names));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one file once: its chunks' ids (those needed, with offsets) and,
+/// when a needed file has its size, its whole-file hash.
+fn index_file(
+    dir: &DirFd,
+    name: &str,
+    needs: &Needs,
+    sizes: &HashSet<u64>,
+    chunker: &ChunkerParams,
+) -> io::Result<Indexed> {
+    let f = dir.open_file(name)?;
+    let size = f.metadata()?.len();
+    let mut whole = sizes.contains(&size).then(blake3::Hasher::new);
+    let mut indexed = Indexed {
+        chunks: Vec::new(),
+        whole: None,
+        bytes: 0,
+    };
+    let cuts = fastcdc::v2020::StreamCDC::new(
+        io::BufReader::with_capacity(1 << 20, f),
+        chunker.min_size as usize,
+        chunker.avg_size as usize,
+        chunker.max_size as usize,
+    );
+    for cut in cuts {
+        let cut = cut.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        if let Some(h) = whole.as_mut() {
+            h.update(&cut.data);
+        }
+        let id = Hash::of(&cut.data);
+        if needs.chunks.contains(&id) {
+            indexed.chunks.push((id, cut.offset));
+        }
+        indexed.bytes += cut.length as u64;
+    }
+    if let Some(h) = whole {
+        let hash: Hash = h.finalize().into();
+        if indexed.bytes == size && needs.files.contains(&(size, &hash)) {
+            indexed.whole = Some((size, hash));
+        }
+    }
+    Ok(indexed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunking;
+
+    /// The seeds' streaming chunker cuts exactly where snapshot's does, or
+    /// no chunk of a changed file would ever be found.
+    #[test]
+    fn streamed_cuts_match_the_snapshot_chunker() {
+        let params = ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        };
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let want: Vec<(u64, usize)> = chunking::cuts(&data, &params)
+            .map(|c| (c.offset as u64, c.len))
+            .collect();
+        let got: Vec<(u64, usize)> = fastcdc::v2020::StreamCDC::new(
+            io::BufReader::with_capacity(7000, &data[..]),
+            1024,
+            4096,
+            16384,
+        )
+        .map(|c| c.map(|c| (c.offset, c.length)).unwrap())
+        .collect();
+        assert_eq!(got, want);
+    }
+}
