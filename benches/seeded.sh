@@ -90,7 +90,7 @@ for store in local s3; do
   repo=$local_repo
   [ "$store" = s3 ] && repo=$s3_repo
   rm -rf "$out/full"
-  run "${store}_full" "$bin" restore --repo "$repo" latest --target "$out/full" --json
+  run "${store}_full" "$bin" restore --repo "$repo" latest --target "$out/full" --ip 10.0.0.7 --json
   same "$out/full"
   full_stored=$(field "$out/${store}_full.json" stored_bytes_downloaded)
   printf "| %s | empty directory | %.2f s | %s | | | | |\n" "$store" "${T[${store}_full]}" "$full_stored"
@@ -101,7 +101,7 @@ for store in local s3; do
     t0=$(date +%s.%N); cat $(find "$t" -type f) >/dev/null; t1=$(date +%s.%N)
     read_s=$(echo "$t1 - $t0" | bc)
     name="${store}_$behind"
-    run "$name" "$bin" restore --repo "$repo" latest --target "$t" --force --json
+    run "$name" "$bin" restore --repo "$repo" latest --target "$t" --ip 10.0.0.7 --force --json
     same "$t"
     got=$(field "$out/$name.json" stored_bytes_downloaded)
     raw=$(field "$out/$name.json" bytes_downloaded)

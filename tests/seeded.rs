@@ -347,6 +347,45 @@ fn kept_old_entries_stay_as_they_were() {
     assert_eq!(now, lab.want);
 }
 
+/// A node whose data directory is a filesystem of its own (a tmpfs here,
+/// where the test may mount): staging happens inside it, so kept files are
+/// links on the same filesystem and nothing is written outside it.
+#[test]
+fn a_target_that_is_a_mount_point_is_restored_in_place() {
+    let lab = lab(200);
+    let mount = lab.tmp.path().join("restores/mounted");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256m", "blocksnap-test"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("no mount permission: the mount-point target is not exercised here");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mount);
+    restore(&lab, &lab.old, &opts(&mount));
+    let r = restore(&lab, &lab.new, &forced(&mount));
+    assert_eq!(common::describe(&mount, None), lab.want);
+    assert!(r.files_kept > 0, "{r:?}");
+    let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+    assert_ne!(dev(&mount), dev(lab.tmp.path()));
+    assert!(fs::read_dir(lab.tmp.path().join("restores"))
+        .unwrap()
+        .all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".blocksnap")));
+}
+
 #[test]
 fn a_target_a_running_node_holds_open_is_refused_unless_allowed() {
     let lab = lab(10);

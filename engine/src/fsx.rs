@@ -63,6 +63,9 @@ pub struct Meta {
     pub ino: u64,
     /// Modification time, ns since the Unix epoch.
     pub mtime_ns: i64,
+    /// Status change time (set by the kernel on every write, chmod or
+    /// link; no user can set it), ns since the Unix epoch.
+    pub ctime_ns: i64,
 }
 
 impl Meta {
@@ -108,6 +111,9 @@ fn meta(st: &rustix::fs::Stat) -> Meta {
         mtime_ns: (st.st_mtime as i64)
             .saturating_mul(1_000_000_000)
             .saturating_add(st.st_mtime_nsec as i64),
+        ctime_ns: (st.st_ctime as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_ctime_nsec as i64),
     }
 }
 

@@ -251,6 +251,10 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
                     .flat_map(|(_, chunks)| chunks.iter().map(|c| c.id))
                     .collect(),
                 files: todo.iter().map(|(w, _)| (w.size, w.hash)).collect(),
+                keepable: todo
+                    .iter()
+                    .map(|(w, _)| (w.size, w.hash, w.mode, w.mtime_ns))
+                    .collect(),
             };
             Seeds::index(roots, &needs, &repo.config().chunker)
         })

@@ -61,6 +61,10 @@ pub struct Needs<'a> {
     pub chunks: HashSet<Hash>,
     /// (size, whole-file hash) of the files still to write.
     pub files: HashSet<(u64, &'a Hash)>,
+    /// The same with the mode and mtime each is restored with: a seed
+    /// that matches one of these whole can be kept by a link, and is not
+    /// chunked.
+    pub keepable: HashSet<(u64, &'a Hash, u32, i64)>,
 }
 
 struct SeedFile {
@@ -72,6 +76,9 @@ struct SeedFile {
     /// restored entry's is linked, so the older state changes in nothing.
     mode: u32,
     mtime_ns: i64,
+    /// For a whole match read as one: the inode as it was while its bytes
+    /// were hashed (a link is made only if nothing changed it since).
+    identity: Option<Identity>,
     /// Already linked once: a second path gets a copy, never a shared inode.
     linked: AtomicBool,
 }
@@ -112,7 +119,44 @@ pub struct SeedStats {
 struct Indexed {
     chunks: Vec<(Hash, u64)>,
     whole: Option<(u64, Hash)>,
+    identity: Option<Identity>,
     bytes: u64,
+}
+
+/// What identifies an inode's content without reading it: the kernel sets
+/// ctime on every change (a write, a chmod, a link) and no user can set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Identity {
+    fn of(m: &crate::fsx::Meta) -> Identity {
+        Identity {
+            dev: m.dev,
+            ino: m.ino,
+            size: m.size,
+            mtime_ns: m.mtime_ns,
+            ctime_ns: m.ctime_ns,
+        }
+    }
+
+    fn of_file(f: &File) -> io::Result<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata()?;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Ok(Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 impl Seeds {
@@ -131,7 +175,7 @@ impl Seeds {
                 if interrupt::check().is_err() {
                     return None;
                 }
-                index_file(&f.dir, &f.name, needs, &sizes, chunker).ok()
+                index_file(f, needs, &sizes, chunker).ok()
             })
             .collect();
         interrupt::check()?;
@@ -159,6 +203,7 @@ impl Seeds {
                 linkable: f.linkable,
                 mode: f.mode,
                 mtime_ns: f.mtime_ns,
+                identity: indexed.identity,
                 linked: AtomicBool::new(false),
             });
             for (id, offset) in indexed.chunks {
@@ -201,10 +246,20 @@ impl Seeds {
             {
                 continue;
             }
+            // Unchanged since its bytes were hashed (ctime included: the
+            // link itself will change that), then linked, then the link
+            // checked to be that very inode.
+            let Some(identity) = seed.identity else {
+                continue;
+            };
+            match seed.dir.stat(&seed.name) {
+                Ok(Some(m)) if Identity::of(&m) == identity => {}
+                _ => continue,
+            }
             if seed.dir.link(&seed.name, dir, name).is_err() {
                 continue;
             }
-            if let Some(f) = checked_link(dir, name, want) {
+            if let Some(f) = checked_link(dir, name, want, &identity) {
                 return Some(f);
             }
             let _ = dir.unlink(name);
@@ -258,34 +313,30 @@ impl SeedReader<'_> {
     }
 }
 
-/// A hard link just made: this user's regular file, linked from exactly one
-/// other place (the seed), with the entry's mode (so not writable by
-/// others) and mtime, of the right size and content. Read through the new
-/// name, which only this user can reach.
-fn checked_link(dir: &DirFd, name: &str, want: &Whole) -> Option<File> {
+/// A hard link just made, seen through the new name (which only this user
+/// can reach): the very inode whose bytes were hashed, unchanged (size,
+/// mtime), this user's regular file linked from exactly one other place
+/// (the seed), with the entry's mode (so not writable by others) and mtime.
+fn checked_link(dir: &DirFd, name: &str, want: &Whole, hashed: &Identity) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     let f = dir.open_file(name).ok()?;
+    let now = Identity::of_file(&f).ok()?;
     let m = f.metadata().ok()?;
-    let mtime_ns = m
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec());
-    if m.len() != want.size
+    let same = now.dev == hashed.dev
+        && now.ino == hashed.ino
+        && now.size == hashed.size
+        && now.mtime_ns == hashed.mtime_ns;
+    if !same
+        || now.size != want.size
+        || now.mtime_ns != want.mtime_ns
         || m.nlink() != 2
         || m.uid() != crate::fsx::euid()
         || m.mode() & 0o7777 != want.mode
         || m.mode() & 0o022 != 0
-        || mtime_ns != want.mtime_ns
     {
         return None;
     }
-    (hash_reader(&f).ok()? == *want.hash).then_some(f)
-}
-
-fn hash_reader(mut f: &File) -> io::Result<Hash> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(&mut f)?;
-    Ok(hasher.finalize().into())
+    Some(f)
 }
 
 /// A regular file found under a root.
@@ -344,23 +395,44 @@ fn walk(root: SeedRoot, out: &mut Vec<Found>) -> Result<()> {
     Ok(())
 }
 
-/// Reads one file once: its chunks' ids (those needed, with offsets) and,
-/// when a needed file has its size, its whole-file hash.
+/// Reads one file: when a needed file has its size, its whole-file hash
+/// first (a file the node never changed, kept by a link, is read once and
+/// never chunked); otherwise, or when it cannot be kept whole, the ids of
+/// its chunks (those needed, with offsets).
 fn index_file(
-    dir: &DirFd,
-    name: &str,
+    found: &Found,
     needs: &Needs,
     sizes: &HashSet<u64>,
     chunker: &ChunkerParams,
 ) -> io::Result<Indexed> {
-    let f = dir.open_file(name)?;
-    let size = f.metadata()?.len();
-    let mut whole = sizes.contains(&size).then(blake3::Hasher::new);
+    use std::io::{Seek, SeekFrom};
+    let mut f = found.dir.open_file(&found.name)?;
+    let before = Identity::of_file(&f)?;
+    let size = before.size;
     let mut indexed = Indexed {
         chunks: Vec::new(),
         whole: None,
+        identity: None,
         bytes: 0,
     };
+    if sizes.contains(&size) {
+        let mut hasher = blake3::Hasher::new();
+        let n = io::copy(&mut f, &mut hasher)?;
+        indexed.bytes += n;
+        let hash: Hash = hasher.finalize().into();
+        if n == size && needs.files.contains(&(size, &hash)) {
+            indexed.whole = Some((size, hash));
+            // Unchanged while it was read: it may be linked later.
+            if found.linkable && Identity::of_file(&f)? == before {
+                indexed.identity = Some(before);
+                let key = (size, &hash, found.mode, found.mtime_ns);
+                if needs.keepable.contains(&key) {
+                    return Ok(indexed);
+                }
+            }
+        }
+        f.seek(SeekFrom::Start(0))?;
+    }
     let cuts = fastcdc::v2020::StreamCDC::new(
         io::BufReader::with_capacity(1 << 20, f),
         chunker.min_size as usize,
@@ -372,20 +444,11 @@ fn index_file(
             fastcdc::v2020::Error::IoError(e) => e,
             other => io::Error::other(other.to_string()),
         })?;
-        if let Some(h) = whole.as_mut() {
-            h.update(&cut.data);
-        }
         let id = Hash::of(&cut.data);
         if needs.chunks.contains(&id) {
             indexed.chunks.push((id, cut.offset));
         }
         indexed.bytes += cut.length as u64;
-    }
-    if let Some(h) = whole {
-        let hash: Hash = h.finalize().into();
-        if indexed.bytes == size && needs.files.contains(&(size, &hash)) {
-            indexed.whole = Some((size, hash));
-        }
     }
     Ok(indexed)
 }
