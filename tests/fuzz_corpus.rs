@@ -22,13 +22,14 @@ fn manifest_value(data: &[u8]) {
 /// A target's name and the property check its fuzz target runs.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 6] = [
+const TARGETS: [Target; 7] = [
     ("manifest_bytes", props::manifest_bytes),
     ("manifest_value", manifest_value),
     ("chunk_bytes", props::chunk_bytes),
     ("config_bytes", props::config_bytes),
     ("location", props::location),
     ("path_and_ip", props::path_and_ip),
+    ("signature_bytes", props::signature_bytes),
 ];
 
 /// Runs every input under `fuzz/<kind>/<target>/`; returns how many ran.

@@ -440,7 +440,18 @@ fn anonymous_client_restores_a_public_bucket_with_unsigned_requests() {
     // The publisher writes with credentials.
     let publisher = store(&server.endpoint, "public/");
     let repo = Repository::init(publisher, DEFAULT_PARAMS, 1).unwrap();
-    let key = snap(&repo, &source, 77).key;
+    let key_file = dir.path().join("publisher.key");
+    blocksnap::sign::generate(&key_file, None).unwrap();
+    let signer = Arc::new(blocksnap::sign::Signer::load(&key_file).unwrap());
+    let opts = SnapshotOptions {
+        source: source.clone(),
+        height: 77,
+        signer: Some(signer.clone()),
+        ..Default::default()
+    };
+    let key = snapshot::snapshot(&repo, &opts, &Silent).unwrap().key;
+    // A forgery beside it, newer, that anyone with write access could add.
+    let forged = snap(&repo, &source, 78).key;
 
     // Anyone reads without an account; a proxy watches that nothing is
     // signed.
@@ -451,8 +462,23 @@ fn anonymous_client_restores_a_public_bucket_with_unsigned_requests() {
     let reader = Arc::new(S3Store::open(&opts).unwrap());
     assert!(reader.is_anonymous());
     let public = Repository::open(reader).unwrap();
-    let found = public.resolve(&Selector::Height(77)).unwrap()[0];
+    // The reader trusts the publisher's public key: `latest` is the signed
+    // snapshot, and the forgery is refused by name.
+    let trust = blocksnap::sign::Trust::parse(&[signer.public_line()]).unwrap();
+    let found = blocksnap::sign::resolve_trusted(&public, &trust, &Selector::Latest, None).unwrap();
     assert_eq!(found, key);
+    let err = blocksnap::sign::resolve_trusted(&public, &trust, &Selector::Height(78), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("height 78"), "{err}");
+    let err =
+        blocksnap::sign::resolve_trusted(&public, &trust, &Selector::Id(forged.id.to_hex()), None)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains(&forged.key()) && err.contains("not signed"),
+        "{err}"
+    );
     let target = dir.path().join("restored/loopchain");
     restore_to(&public, &found, &target).unwrap();
     assert_same_tree(&source, &target);

@@ -15,7 +15,7 @@ use blocksnap::repo::Repository;
 use blocksnap::store::{CountingStore, LocalStore, Location, Store};
 use blocksnap::{
     cache, chunking, command, compare, demo, forget, ipnorm, list, metrics, nodegen, prune,
-    restore, retention, snapshot, stage, verify, Selector,
+    restore, retention, sign, snapshot, stage, verify, Selector,
 };
 use clap::{Parser, Subcommand};
 
@@ -30,6 +30,48 @@ use output::{Bar, Out};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which publishers to believe (restore, verify, list).
+#[derive(clap::Args)]
+struct TrustArg {
+    /// Believe only snapshots signed by this minisign public key: its
+    /// base64 line, or a file of keys (a .pub file; repeatable). `latest`
+    /// then means the newest trusted snapshot.
+    #[arg(
+        long = "trust",
+        value_name = "PUBKEY|FILE",
+        env = "BLOCKSNAP_TRUST",
+        value_delimiter = ','
+    )]
+    trust: Vec<String>,
+}
+
+impl TrustArg {
+    fn load(&self) -> Result<Option<Arc<sign::Trust>>> {
+        if self.trust.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(sign::Trust::parse(&self.trust)?)))
+    }
+}
+
+/// A secret key to sign with (snapshot, forget).
+#[derive(clap::Args)]
+struct SignArg {
+    /// Sign with this minisign secret key (see `key generate`); an
+    /// encrypted key reads its passphrase from BLOCKSNAP_KEY_PASSPHRASE.
+    #[arg(long = "sign", value_name = "KEYFILE", env = "BLOCKSNAP_SIGN_KEY")]
+    sign: Option<PathBuf>,
+}
+
+impl SignArg {
+    fn load(&self) -> Result<Option<Arc<sign::Signer>>> {
+        Ok(match &self.sign {
+            Some(path) => Some(Arc::new(sign::Signer::load(path)?)),
+            None => None,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -184,6 +226,8 @@ enum Command {
         #[arg(long = "cmd-env", value_name = "VAR")]
         cmd_env: Vec<String>,
         #[command(flatten)]
+        sign: SignArg,
+        #[command(flatten)]
         metrics: MetricsArg,
         #[command(flatten)]
         json: JsonArg,
@@ -195,6 +239,8 @@ enum Command {
         /// Only this node's snapshots.
         #[arg(long)]
         host: Option<String>,
+        #[command(flatten)]
+        trust: TrustArg,
         #[command(flatten)]
         cache: CacheArg,
         #[command(flatten)]
@@ -250,6 +296,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        trust: TrustArg,
+        #[command(flatten)]
         metrics: MetricsArg,
         #[command(flatten)]
         json: JsonArg,
@@ -295,6 +343,8 @@ enum Command {
         /// 32 on S3).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        #[command(flatten)]
+        trust: TrustArg,
         #[command(flatten)]
         cache: CacheArg,
         #[command(flatten)]
@@ -364,10 +414,35 @@ enum Command {
         /// Show what would be kept and forgotten, and why; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Sign each forget record, so that a trusted history can tell this
+        /// forget from a deletion.
+        #[command(flatten)]
+        sign: SignArg,
         #[command(flatten)]
         cache: CacheArg,
         #[command(flatten)]
         json: JsonArg,
+    },
+    /// Sign snapshots already in the repository (e.g. by a second key).
+    Sign {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// HEIGHT, `latest`, `all` or snapshot id prefixes.
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+        /// Only this node's snapshots.
+        #[arg(long)]
+        host: Option<String>,
+        /// The minisign secret key to sign with.
+        #[arg(long, value_name = "KEYFILE", env = "BLOCKSNAP_SIGN_KEY")]
+        key: PathBuf,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Signing keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
     },
     /// Delete the chunks no snapshot needs, safely beside other hosts'
     /// snapshots (space comes back one grace period after a snapshot is
@@ -440,6 +515,22 @@ enum Command {
         size_mib: u64,
         #[arg(long, default_value_t = 1000)]
         blocks: u64,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Write a new Ed25519 (minisign) key pair: NAME, the secret key (mode
+    /// 0600, never printed), and NAME.pub, the public key to publish.
+    Generate {
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+        /// Encrypt the secret key with the passphrase in
+        /// BLOCKSNAP_KEY_PASSPHRASE (minisign's scrypt form).
+        #[arg(long)]
+        encrypt: bool,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -682,11 +773,25 @@ fn one(
     given: &str,
     host: Option<&str>,
 ) -> Result<blocksnap::format::layout::SnapshotKey> {
+    one_trusted(r, given, host, None)
+}
+
+/// One snapshot; with trusted keys, one a trusted key signed (`latest`:
+/// the newest such).
+fn one_trusted(
+    r: &Repository,
+    given: &str,
+    host: Option<&str>,
+    trust: Option<&sign::Trust>,
+) -> Result<blocksnap::format::layout::SnapshotKey> {
     let selector: Selector = given.parse()?;
     if selector == Selector::All {
         bail!("{given:?}: this takes one snapshot: HEIGHT, latest or an id prefix");
     }
-    Ok(r.resolve_for(&selector, host)?[0])
+    Ok(match trust {
+        Some(t) => sign::resolve_trusted(r, t, &selector, host)?,
+        None => r.resolve_for(&selector, host)?[0],
+    })
 }
 
 fn run(command: Command) -> Result<Done> {
@@ -730,9 +835,12 @@ fn run(command: Command) -> Result<Done> {
             cmd_timeout,
             cmd_env,
             host,
+            sign,
             metrics: _,
             json,
         } => {
+            // A bad key is found before anything is read or stopped.
+            let signer = sign.load()?;
             let r = open_repo(&repo, Access::Write, jobs)?;
             let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
             let runner = command::Runner {
@@ -757,6 +865,7 @@ fn run(command: Command) -> Result<Done> {
                 jobs,
                 rehash,
                 allow_live,
+                signer,
                 ..Default::default()
             };
             let state = open_state(&cache, &r);
@@ -798,11 +907,13 @@ fn run(command: Command) -> Result<Done> {
         Command::List {
             repo,
             host,
+            trust,
             cache,
             json,
         } => {
+            let trust = trust.load()?;
             let r = open_cached(&repo, Access::Read, 0, &cache)?;
-            Out::new(json.json).list(&list::list(&r, host.as_deref())?);
+            Out::new(json.json).list(&list::list(&r, host.as_deref(), trust.as_deref())?);
         }
         Command::Restore {
             repo,
@@ -818,12 +929,14 @@ fn run(command: Command) -> Result<Done> {
             reuse_from,
             no_reuse,
             dry_run,
+            trust,
             host,
             metrics: _,
             json,
         } => {
+            let trust = trust.load()?;
             let r = open_repo(&repo, Access::Read, jobs)?;
-            let key = one(&r, &snapshot, host.as_deref())?;
+            let key = one_trusted(&r, &snapshot, host.as_deref(), trust.as_deref())?;
             let opts = restore::RestoreOptions {
                 target,
                 ip,
@@ -865,14 +978,16 @@ fn run(command: Command) -> Result<Done> {
             keep_special_modes,
             jobs,
             host,
+            trust,
             cache,
             metrics: _,
             json,
         } => {
+            let trust = trust.load()?;
             let r = open_cached(&repo, Access::Read, jobs, &cache)?;
             let bar = Bar::new(json.json);
             if let Some(dir) = dir {
-                let key = one(&r, &snapshot, host.as_deref())?;
+                let key = one_trusted(&r, &snapshot, host.as_deref(), trust.as_deref())?;
                 let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
                 let manifest = r.load_manifest(&key)?;
                 let report = compare::dir(&manifest, &dir, ip, keep_special_modes, &bar)?;
@@ -887,7 +1002,17 @@ fn run(command: Command) -> Result<Done> {
                 });
             }
             let selector: Selector = snapshot.parse()?;
-            let keys = r.resolve_for(&selector, host.as_deref())?;
+            let keys = match (&trust, &selector) {
+                // The newest trusted one; with none, the newest, to be
+                // reported as untrusted.
+                (Some(t), Selector::Latest | Selector::Height(_)) => {
+                    match sign::resolve_trusted(&r, t, &selector, host.as_deref()) {
+                        Ok(key) => vec![key],
+                        Err(_) => r.resolve_for(&selector, host.as_deref())?,
+                    }
+                }
+                _ => r.resolve_for(&selector, host.as_deref())?,
+            };
             let subset = match (subset, seed) {
                 (Some(verify::Subset::Share { percent, .. }), Some(seed)) => {
                     verify::Subset::Share { percent, seed }
@@ -906,6 +1031,7 @@ fn run(command: Command) -> Result<Done> {
                 jobs,
                 subset,
                 chain: chain || selector == Selector::All,
+                trust,
             };
             let report = verify::verify(&r, &keys, opts, &bar)?;
             Out::new(json.json).verify(&report);
@@ -955,9 +1081,11 @@ fn run(command: Command) -> Result<Done> {
             utc,
             host,
             dry_run,
+            sign,
             cache,
             json,
         } => {
+            let signer = sign.load()?;
             let r = open_cached(&repo, Access::Write, 0, &cache)?;
             let named = snapshots
                 .iter()
@@ -983,6 +1111,7 @@ fn run(command: Command) -> Result<Done> {
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(blocksnap::repo::this_host),
                 now_unix_ns: forget::now(),
+                signer,
             };
             let plan = forget::plan(&r, &opts)?;
             let out = Out::new(json.json);
@@ -1029,6 +1158,44 @@ fn run(command: Command) -> Result<Done> {
                 requests: report.requests,
                 ..Default::default()
             }));
+        }
+        Command::Sign {
+            repo,
+            snapshots,
+            host,
+            key,
+            json,
+        } => {
+            let signer = sign::Signer::load(&key)?;
+            let r = open_repo(&repo, Access::Write, 0)?;
+            let mut keys = Vec::new();
+            for given in &snapshots {
+                let selector: Selector = given.parse()?;
+                keys.extend(r.resolve_for(&selector, host.as_deref())?);
+            }
+            keys.sort();
+            keys.dedup();
+            for key in &keys {
+                let bytes = r.manifest_bytes(key)?;
+                signer.sign_snapshot(&r, key, &bytes)?;
+            }
+            Out::new(json.json).signed(&keys, signer.key_id());
+        }
+        Command::Key {
+            action: KeyAction::Generate { out, encrypt, json },
+        } => {
+            let passphrase = if encrypt {
+                Some(std::env::var(sign::PASSPHRASE_ENV).with_context(|| {
+                    format!(
+                        "--encrypt takes the passphrase from {}",
+                        sign::PASSPHRASE_ENV
+                    )
+                })?)
+            } else {
+                None
+            };
+            let (id, public) = sign::generate(&out, passphrase)?;
+            Out::new(json.json).key_generated(&out, id, &public);
         }
         Command::Generate {
             dir,

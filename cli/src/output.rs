@@ -16,6 +16,7 @@ use blocksnap::list::Listed;
 use blocksnap::progress::Progress;
 use blocksnap::prune::PruneReport;
 use blocksnap::restore::{RestorePlan, RestoreReport};
+use blocksnap::sign::KeyId;
 use blocksnap::snapshot::SnapshotReport;
 use blocksnap::stage::StageReport;
 use blocksnap::store::Counts;
@@ -178,9 +179,22 @@ impl Out {
             "height", "id", "time", "host", "files", "size", "added"
         );
         for l in items {
+            let signed = match (l.signed_by.is_empty(), l.trusted) {
+                (_, Some(true)) => "  trusted".to_string(),
+                (_, Some(false)) => "  UNTRUSTED".to_string(),
+                (true, None) => String::new(),
+                (false, None) => format!(
+                    "  signed by {}",
+                    l.signed_by
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            };
             match (&l.info, &l.error) {
                 (Some(i), _) => println!(
-                    "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}",
+                    "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}{signed}",
                     l.height,
                     &l.id[..12],
                     time(l.created_unix_ns),
@@ -242,6 +256,40 @@ impl Out {
             }
             print_requests(r.requests);
         }
+    }
+
+    pub fn signed(&self, keys: &[SnapshotKey], by: KeyId) {
+        if self.json {
+            self.emit(json!({
+                "key_id": by,
+                "signed": keys.iter().map(|k| k.key()).collect::<Vec<_>>(),
+            }));
+            return;
+        }
+        for k in keys {
+            println!(
+                "signed snapshot {} (height {}) with key {by}",
+                k.id.short(),
+                k.height
+            );
+        }
+    }
+
+    pub fn key_generated(&self, secret: &std::path::Path, id: KeyId, public: &str) {
+        if self.json {
+            self.emit(json!({
+                "key_id": id,
+                "secret_key": secret,
+                "public_key": public,
+            }));
+            return;
+        }
+        println!(
+            "key {id}: secret key in {} (keep it private), public key in {}.pub:",
+            secret.display(),
+            secret.display()
+        );
+        println!("{public}");
     }
 
     /// A restore's plan (`restore --dry-run`): nothing was written.

@@ -32,6 +32,8 @@ pub struct ForgetOptions {
     pub by_host: String,
     /// The clock (ns since the epoch); tests pass their own.
     pub now_unix_ns: u64,
+    /// Sign each forget record with this key.
+    pub signer: Option<std::sync::Arc<crate::sign::Signer>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,8 +199,17 @@ pub fn execute(
             },
             Err(e) => return Err(e),
         };
-        repo.store()
-            .put_if_absent(&layout::forgotten_key(&key.id), &record.encode())?;
+        let record_key = layout::forgotten_key(&key.id);
+        let mut bytes = record.encode();
+        if !repo.store().put_if_absent(&record_key, &bytes)? {
+            // Recorded by an earlier run: that is the record to sign.
+            bytes = repo
+                .store()
+                .get(&record_key, crate::format::limits::MAX_RECORD_BYTES)?;
+        }
+        if let Some(signer) = &opts.signer {
+            signer.sign_forget(repo, &key.id, &bytes)?;
+        }
         repo.store().flush()?;
         crate::testhook::point("forget-recorded");
         repo.store().delete(&key.key())?;

@@ -42,6 +42,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod seed;
+pub mod sign;
 pub mod snapshot;
 pub mod stage;
 pub mod store;

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::repo::Repository;
+use crate::sign::{KeyId, Signatures, Signed, Trust};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
@@ -16,6 +17,10 @@ pub struct Listed {
     pub info: Option<ListedInfo>,
     /// Why the manifest could not be read.
     pub error: Option<String>,
+    /// Keys with a signature object for it (not checked without a trust).
+    pub signed_by: Vec<KeyId>,
+    /// With trusted keys given: whether a trusted key's signature verifies.
+    pub trusted: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,9 +38,11 @@ pub struct ListedInfo {
 }
 
 /// Every snapshot, or with `host` only that node's (an unreadable manifest
-/// is listed either way: its host is unknown).
-pub fn list(repo: &Repository, host: Option<&str>) -> Result<Vec<Listed>> {
+/// is listed either way: its host is unknown). With `trust`, each
+/// snapshot's signatures by those keys are checked.
+pub fn list(repo: &Repository, host: Option<&str>, trust: Option<&Trust>) -> Result<Vec<Listed>> {
     let keys = repo.snapshots()?;
+    let signatures = Signatures::list(repo)?;
     Ok(keys
         .iter()
         .map(|k| {
@@ -56,6 +63,12 @@ pub fn list(repo: &Repository, host: Option<&str>) -> Result<Vec<Listed>> {
                 ),
                 Err(e) => (None, Some(e.to_string())),
             };
+            let trusted = trust.map(|t| {
+                repo.manifest_bytes(k).is_ok_and(|bytes| {
+                    t.check(repo, &signatures, &k.id, Signed::Manifest, &bytes)
+                        .trusted()
+                })
+            });
             Listed {
                 height: k.height,
                 id: k.id.to_hex(),
@@ -63,6 +76,8 @@ pub fn list(repo: &Repository, host: Option<&str>) -> Result<Vec<Listed>> {
                 key: k.key(),
                 info,
                 error,
+                signed_by: signatures.signers(&k.id, Signed::Manifest),
+                trusted,
             }
         })
         .filter(|l| match (host, &l.info) {

@@ -333,6 +333,21 @@ impl Repository {
 
     /// Fetches a manifest from the store (never from the cache), checks it
     /// and, when there is a cache, keeps it there.
+    /// The manifest object's exact bytes (what a signature signs), checked
+    /// against the snapshot's id; from the manifest cache when it has them.
+    pub fn manifest_bytes(&self, key: &SnapshotKey) -> Result<Vec<u8>> {
+        if let Some(dir) = &self.manifest_cache {
+            if let Ok(bytes) = std::fs::read(dir.join(key.id.to_hex())) {
+                if Hash::of(&bytes) == key.id {
+                    return Ok(bytes);
+                }
+            }
+        }
+        let bytes = self.store.get(&key.key(), MAX_MANIFEST_OBJECT)?;
+        self.check_manifest(key, &bytes)?;
+        Ok(bytes)
+    }
+
     pub fn fetch_manifest(&self, key: &SnapshotKey) -> Result<Manifest> {
         let name = key.key();
         let bytes = self.store.get(&name, MAX_MANIFEST_OBJECT)?;

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -90,6 +90,9 @@ pub struct SnapshotOptions {
     /// The manifest's creation time (ns since the epoch) instead of the
     /// clock's: for simulations that compress weeks into minutes.
     pub created_unix_ns: Option<u64>,
+    /// Sign the manifest with this key before it is committed, so that it
+    /// is never visible unsigned.
+    pub signer: Option<Arc<crate::sign::Signer>>,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +372,15 @@ pub fn execute(
         entries,
     };
     interrupt::check()?;
+    if let Some(signer) = &opts.signer {
+        let bytes = manifest.encode();
+        let key = SnapshotKey {
+            height: manifest.height,
+            created_unix_ns: manifest.created_unix_ns,
+            id: Hash::of(&bytes),
+        };
+        signer.sign_snapshot(repo, &key, &bytes)?;
+    }
     let key = repo.commit(&manifest, &session)?;
     if let Some(s) = state {
         let chunks = manifest

@@ -33,6 +33,7 @@ use crate::format::{limits, FormatError};
 use crate::id::{ChunkId, Hash};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::sign::{Signatures, Signed, Trust};
 use crate::store::Counts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,7 @@ impl std::str::FromStr for Subset {
 }
 
 /// What a verify run does.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub level: Level,
     /// Chunk reads in flight for a full check (0: what the store suggests:
@@ -126,6 +127,9 @@ pub struct VerifyOptions {
     pub subset: Subset,
     /// Walk each history's `parent` chain.
     pub chain: bool,
+    /// Report each selected snapshot that no signature by one of these
+    /// keys vouches for (and, with `chain`, each such forget record).
+    pub trust: Option<std::sync::Arc<Trust>>,
 }
 
 impl From<Level> for VerifyOptions {
@@ -135,6 +139,7 @@ impl From<Level> for VerifyOptions {
             jobs: 0,
             subset: Subset::All,
             chain: false,
+            trust: None,
         }
     }
 }
@@ -152,6 +157,9 @@ pub enum ProblemKind {
     BrokenChain,
     /// Two snapshots of one history claim the same parent.
     Fork,
+    /// With trusted keys given: a snapshot (or forget record) that no
+    /// trusted key's signature vouches for.
+    Untrusted,
 }
 
 impl ProblemKind {
@@ -165,6 +173,7 @@ impl ProblemKind {
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::BrokenChain => "broken-chain",
             ProblemKind::Fork => "fork",
+            ProblemKind::Untrusted => "untrusted",
         }
     }
 }
@@ -373,8 +382,17 @@ pub fn verify(
             checked as f64 / census.chunks.len() as f64
         };
     }
+    let signatures = match &opts.trust {
+        Some(trust) => {
+            let listed = Signatures::list(repo)?;
+            check_signatures(repo, trust, &listed, keys, &mut problems);
+            Some((trust.as_ref(), listed))
+        }
+        None => None,
+    };
     if opts.chain {
-        report.chain = Some(chain(repo, &all, &census, keys, &mut problems)?);
+        let trust = signatures.as_ref().map(|(t, l)| (*t, l));
+        report.chain = Some(chain(repo, &all, &census, keys, trust, &mut problems)?);
     }
     report.problems = problems;
     report.requests = repo
@@ -628,11 +646,38 @@ fn read_contents(
 /// first snapshot of a host, a version 1 snapshot of the same source — or a
 /// forgotten one (whose record continues the chain); two children of one
 /// parent in one history are a fork.
+/// Reports each snapshot that no trusted key's signature vouches for. A
+/// manifest that cannot be read is the census's to report.
+fn check_signatures(
+    repo: &Repository,
+    trust: &Trust,
+    listed: &Signatures,
+    keys: &[SnapshotKey],
+    problems: &mut Vec<Problem>,
+) {
+    for key in keys {
+        let Ok(bytes) = repo.manifest_bytes(key) else {
+            continue;
+        };
+        let verdict = trust.check(repo, listed, &key.id, Signed::Manifest, &bytes);
+        if !verdict.trusted() {
+            problems.push(Problem::of_snapshot(
+                ProblemKind::Untrusted,
+                key.key(),
+                format!("not signed by a trusted key: {}", verdict.why_not(trust)),
+            ));
+        }
+    }
+}
+
+/// The history chain. With trusted keys, only forget records a trusted key
+/// signed stand for the snapshots they forgot.
 fn chain(
     repo: &Repository,
     all: &[SnapshotKey],
     census: &Census,
     selected: &[SnapshotKey],
+    trust: Option<(&Trust, &Signatures)>,
     problems: &mut Vec<Problem>,
 ) -> Result<ChainReport> {
     // Every snapshot's link: from the census, or read now.
@@ -670,9 +715,26 @@ fn chain(
         match repo
             .store()
             .get(&o.key, limits::MAX_RECORD_BYTES)
-            .and_then(|b| ForgetRecord::decode(&b).map_err(Error::format(&o.key)))
-        {
-            Ok(r) if r.key().is_ok_and(|k| k.id == id) => {
+            .and_then(|b| {
+                ForgetRecord::decode(&b)
+                    .map(|r| (r, b))
+                    .map_err(Error::format(&o.key))
+            }) {
+            Ok((r, bytes)) if r.key().is_ok_and(|k| k.id == id) => {
+                if let Some((trust, listed)) = trust {
+                    let verdict = trust.check(repo, listed, &id, Signed::Forget, &bytes);
+                    if !verdict.trusted() {
+                        problems.push(Problem::of_snapshot(
+                            ProblemKind::Untrusted,
+                            o.key.clone(),
+                            format!(
+                                "forget record not signed by a trusted key: {}",
+                                verdict.why_not(trust)
+                            ),
+                        ));
+                        continue;
+                    }
+                }
                 records.insert(id, r);
             }
             Ok(_) => problems.push(Problem::of_snapshot(
