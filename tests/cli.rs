@@ -1052,3 +1052,58 @@ fn which_minisign() -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// --quiet prints nothing but errors (and verify's problems); -v/-vv log
+/// steps and decisions to stderr; without them stderr stays empty.
+#[test]
+fn quiet_and_verbose() {
+    let s = Setup::new();
+    let run = |flags: &[&str], height: &str| {
+        blocksnap(&s.repo())
+            .args(flags)
+            .args(["snapshot", "--height", height, "--source"])
+            .arg(s.source())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let quiet = run(&["-q"], "1");
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+        "{quiet:?}"
+    );
+    let plain = run(&[], "2");
+    assert!(!plain.stdout.is_empty());
+    assert!(
+        plain.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let loud = run(&["-vv"], "3");
+    let log = String::from_utf8_lossy(&loud.stderr);
+    assert!(loud.status.success());
+    assert!(
+        log.contains("chunk index") && log.contains("DEBUG"),
+        "{log}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&loud.stdout).lines().count(),
+        String::from_utf8_lossy(&plain.stdout).lines().count()
+    );
+    // Quiet verify still prints a problem.
+    let chunk = walkdir::WalkDir::new(s.repo().join("chunks"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_type().is_file())
+        .unwrap();
+    std::fs::remove_file(chunk.path()).unwrap();
+    let v = blocksnap(&s.repo())
+        .args(["verify", "all", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(3));
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(out.starts_with("missing"), "{out}");
+    assert!(!out.contains("problem(s)"), "{out}");
+}

@@ -30,6 +30,39 @@ use output::{Bar, Out};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print only errors (and verify's problem lines): for cron.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log what happens to stderr: -v steps, -vv decisions (retries, slow
+    /// requests, cache and staging), -vvv everything. RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Logs to stderr: off unless -v or RUST_LOG asks, so the default output is
+/// unchanged.
+fn init_logs(verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "off",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        // Our crates at the asked level; the SDK's chatter one below.
+        _ => EnvFilter::new(format!(
+            "{level},aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,hyper=warn,rustls=warn"
+        )),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true)
+        .try_init();
 }
 
 /// Which publishers to believe (restore, verify, list).
@@ -444,6 +477,15 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
+    /// Write the manual pages: blocksnap.1 and one per command
+    /// (blocksnap-restore.1, …) into DIR (default: print blocksnap.1).
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Delete the chunks no snapshot needs, safely beside other hosts'
     /// snapshots (space comes back one grace period after a snapshot is
     /// forgotten, or at once with --instant-delete on a single-writer
@@ -598,6 +640,8 @@ impl Done {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_quiet(cli.quiet);
+    init_logs(cli.verbose);
     if let Err(e) = blocksnap::interrupt::install() {
         eprintln!("blocksnap: warning: signals will not stop work cleanly: {e}");
     }
@@ -634,6 +678,30 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The manual pages, from the clap definitions: `blocksnap.1` and one page
+/// per command. Without a directory, `blocksnap.1` goes to stdout.
+fn write_man(out: Option<&std::path::Path>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = out else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut pages = vec![("blocksnap".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        // A page's title is the command's name; the program ends here.
+        let name: &'static str = format!("blocksnap-{}", sub.get_name()).leak();
+        pages.push((name.to_string(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut body = Vec::new();
+        clap_mangen::Man::new(page).render(&mut body)?;
+        std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A size in bytes: a number with an optional unit (K, M, G, T as powers
@@ -1181,6 +1249,11 @@ fn run(command: Command) -> Result<Done> {
             }
             Out::new(json.json).signed(&keys, signer.key_id());
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "blocksnap", &mut std::io::stdout());
+        }
+        Command::Man { out } => write_man(out.as_deref())?,
         Command::Key {
             action: KeyAction::Generate { out, encrypt, json },
         } => {

@@ -22,6 +22,27 @@ use blocksnap::stage::StageReport;
 use blocksnap::store::Counts;
 use blocksnap::verify::VerifyReport;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+
+/// `--quiet`: text output is left out, except verify's problem lines (and
+/// JSON, which was asked for); errors and warnings go to stderr anyway.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `println!` unless `--quiet`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !quiet() {
+            std::println!($($arg)*);
+        }
+    };
+}
 use serde_json::json;
 
 pub struct Bar {
@@ -32,7 +53,7 @@ pub struct Bar {
 impl Bar {
     pub fn new(json: bool) -> Bar {
         Bar {
-            enabled: !json && std::io::stderr().is_terminal(),
+            enabled: !json && !quiet() && std::io::stderr().is_terminal(),
             bar: Mutex::new(None),
         }
     }
@@ -86,7 +107,7 @@ impl Out {
     }
 
     fn emit(&self, value: serde_json::Value) {
-        println!(
+        std::println!(
             "{}",
             serde_json::to_string_pretty(&value).expect("JSON values serialise")
         );
@@ -101,7 +122,7 @@ impl Out {
                 "zstd_level": config.zstd_level,
             }));
         } else {
-            println!(
+            say!(
                 "created repository {location} (chunks {}/{}/{}, zstd level {})",
                 HumanBytes(c.min_size.into()),
                 HumanBytes(c.avg_size.into()),
@@ -116,7 +137,7 @@ impl Out {
             self.emit(snapshot_json(r));
             return;
         }
-        println!(
+        say!(
             "snapshot {} at height {}: {} files, {} in {} entries",
             r.key.id.short(),
             r.key.height,
@@ -124,7 +145,7 @@ impl Out {
             HumanBytes(r.stats.logical_bytes),
             r.entries
         );
-        println!(
+        say!(
             "  added {} new chunks ({} stored), reused {} of {} chunk references, {:.2}s",
             r.stats.new_chunks,
             HumanBytes(r.stats.new_stored_bytes),
@@ -132,19 +153,19 @@ impl Out {
             r.stats.chunk_refs,
             r.duration.as_secs_f64()
         );
-        println!(
+        say!(
             "  read {} ({} files unchanged since the last snapshot were not read)",
             HumanBytes(r.bytes_read),
             r.files_from_cache
         );
         if let Some(ip) = r.normalised_ip {
-            println!(
+            say!(
                 "  node address {ip} stored as {}",
                 blocksnap::ipnorm::PLACEHOLDER
             );
         }
         for w in &r.warnings {
-            println!("  warning: {}", printable(w));
+            say!("  warning: {}", printable(w));
         }
         print_requests(r.requests);
     }
@@ -156,7 +177,7 @@ impl Out {
             self.emit(v);
             return;
         }
-        println!(
+        say!(
             "node downtime {:.2}s (waiting for locks {:.2}s, staging {:.2}s: {} table files linked, {} files copied, {})",
             s.downtime.as_secs_f64(),
             s.lock_wait.as_secs_f64(),
@@ -174,9 +195,15 @@ impl Out {
             self.emit(json!(items));
             return;
         }
-        println!(
+        say!(
             "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  tags",
-            "height", "id", "time", "host", "files", "size", "added"
+            "height",
+            "id",
+            "time",
+            "host",
+            "files",
+            "size",
+            "added"
         );
         for l in items {
             let signed = match (l.signed_by.is_empty(), l.trusted) {
@@ -193,7 +220,7 @@ impl Out {
                 ),
             };
             match (&l.info, &l.error) {
-                (Some(i), _) => println!(
+                (Some(i), _) => say!(
                     "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}{signed}",
                     l.height,
                     &l.id[..12],
@@ -204,7 +231,7 @@ impl Out {
                     HumanBytes(i.new_stored_bytes).to_string(),
                     printable(&i.tags.join(","))
                 ),
-                (None, e) => println!(
+                (None, e) => say!(
                     "{:>12}  {:<12}  {:<20}  unreadable: {}",
                     l.height,
                     &l.id[..12],
@@ -219,7 +246,7 @@ impl Out {
         if self.json {
             self.emit(restore_json(r));
         } else {
-            println!(
+            say!(
                 "restored snapshot {} (height {}) to {}: {} files, {}, {} chunks fetched and checked, {} files resumed, {:.2}s",
                 r.key.id.short(),
                 r.key.height,
@@ -231,7 +258,7 @@ impl Out {
                 r.duration.as_secs_f64()
             );
             if r.seeds.files_read > 0 {
-                println!(
+                say!(
                     "  from local files: {} kept whole ({} files), {} copied; downloaded {} ({} stored); {} read from {} seed files",
                     HumanBytes(r.bytes_kept),
                     r.files_kept,
@@ -243,16 +270,16 @@ impl Out {
                 );
             }
             if let Some(j) = &r.completed_interrupted {
-                println!("  first completed an interrupted restore found in the target ({j})");
+                say!("  first completed an interrupted restore found in the target ({j})");
             }
             if r.modes_stripped > 0 {
-                println!(
+                say!(
                     "  {} entries restored without their setuid, setgid or world-write bits (--keep-special-modes keeps them)",
                     r.modes_stripped
                 );
             }
             if let Some(old) = &r.old_entries {
-                println!("  the entries it replaced are kept in {}", old.display());
+                say!("  the entries it replaced are kept in {}", old.display());
             }
             print_requests(r.requests);
         }
@@ -267,7 +294,7 @@ impl Out {
             return;
         }
         for k in keys {
-            println!(
+            say!(
                 "signed snapshot {} (height {}) with key {by}",
                 k.id.short(),
                 k.height
@@ -284,12 +311,12 @@ impl Out {
             }));
             return;
         }
-        println!(
+        say!(
             "key {id}: secret key in {} (keep it private), public key in {}.pub:",
             secret.display(),
             secret.display()
         );
-        println!("{public}");
+        say!("{public}");
     }
 
     /// A restore's plan (`restore --dry-run`): nothing was written.
@@ -312,7 +339,7 @@ impl Out {
             }));
             return;
         }
-        println!(
+        say!(
             "would restore snapshot {} (height {}) to {}: {} entries, {}; {} to write, {} free",
             p.key.id.short(),
             p.key.height,
@@ -323,7 +350,7 @@ impl Out {
             HumanBytes(p.free_bytes)
         );
         if seeds.files_read > 0 {
-            println!(
+            say!(
                 "  from local files: {} kept whole ({} files), {} copied; {} read from {} seed files",
                 HumanBytes(p.reuse.bytes_kept),
                 p.reuse.files_kept,
@@ -332,19 +359,19 @@ impl Out {
                 seeds.files_read
             );
         }
-        println!(
+        say!(
             "  to download: {} ({} stored)",
             HumanBytes(p.reuse.bytes_to_download),
             HumanBytes(p.reuse.stored_bytes_to_download)
         );
         if let Some(j) = &p.pending {
-            println!(
+            say!(
                 "  would first complete an interrupted restore found in the target ({})",
                 j.staging
             );
         }
         if p.modes_stripped > 0 {
-            println!(
+            say!(
                 "  {} entries would lose their setuid, setgid or world-write bits (--keep-special-modes keeps them)",
                 p.modes_stripped
             );
@@ -360,7 +387,8 @@ impl Out {
             return;
         }
         for p in &r.problems {
-            println!("{}", printable(&p.to_string()));
+            // A problem is printed even with --quiet: it is what cron mails.
+            std::println!("{}", printable(&p.to_string()));
         }
         let mut scope = format!(
             "{} check of {} snapshot(s), {} files, {} chunks",
@@ -382,7 +410,7 @@ impl Out {
             ));
         }
         // The verdict is the last line (requests: --json, --metrics-file).
-        println!(
+        say!(
             "{}: {} problem(s); {scope}; {:.2}s",
             if r.ok() { "OK" } else { "DAMAGED" },
             r.problems.len(),
@@ -401,10 +429,10 @@ impl Out {
             return;
         }
         for d in &r.differences {
-            println!("{}", printable(&d.to_string()));
+            say!("{}", printable(&d.to_string()));
         }
         let secs = r.duration.as_secs_f64();
-        println!(
+        say!(
             "{}: {} difference(s) between {} and snapshot {} at height {}; {} files, {} hashed in {secs:.2}s ({}/s)",
             if r.differences.is_empty() { "SAME" } else { "DIFFERENT" },
             r.differences.len(),
@@ -431,10 +459,10 @@ impl Out {
                 DifferenceKind::Missing => "-",
                 DifferenceKind::Changed => "M",
             };
-            println!("{sign} {}  {}", printable(&d.path), printable(&d.detail));
+            say!("{sign} {}  {}", printable(&d.path), printable(&d.detail));
         }
         let count = |k| r.differences.iter().filter(|d| d.kind == k).count();
-        println!(
+        say!(
             "{} -> {}: {} added, {} removed, {} changed, {} unchanged files; {} new chunks ({}, {} stored) that height {} does not have",
             a.height,
             b.height,
@@ -461,7 +489,7 @@ impl Out {
             return;
         }
         for d in &plan.decisions {
-            println!(
+            say!(
                 "{:<6}  {:>12}  {:<12}  {:<20}  {:<16}  {}",
                 if d.keep { "keep" } else { "forget" },
                 d.height,
@@ -472,18 +500,19 @@ impl Out {
             );
         }
         for u in &plan.unreadable {
-            println!("unreadable (kept): {}", printable(u));
+            say!("unreadable (kept): {}", printable(u));
         }
         let forget = plan.forgotten().count();
         match report {
-            None => println!(
+            None => say!(
                 "dry run: would forget {forget} of {} snapshot(s); nothing changed",
                 plan.decisions.len()
             ),
             Some(r) => {
-                println!(
+                say!(
                     "forgot {} snapshot(s), kept {}; run `blocksnap prune` to reclaim their chunks",
-                    r.forgotten, r.kept
+                    r.forgotten,
+                    r.kept
                 );
                 print_requests(r.requests);
             }
@@ -498,7 +527,7 @@ impl Out {
             return;
         }
         let verb = if r.dry_run { "would delete" } else { "deleted" };
-        println!(
+        say!(
             "{} snapshot(s) reference {} of {} chunk objects ({})",
             r.snapshots,
             r.referenced_chunks,
@@ -506,7 +535,7 @@ impl Out {
             HumanBytes(r.chunk_bytes)
         );
         for s in &r.swept {
-            println!(
+            say!(
                 "  round {}: {verb} {} chunk(s), {} ({} condemned, {} referenced again and kept)",
                 s.round,
                 s.deleted,
@@ -516,7 +545,7 @@ impl Out {
             );
         }
         if let Some(round) = r.condemned_round {
-            println!(
+            say!(
                 "  round {round}: condemned {} unreferenced chunk(s), {}{}",
                 r.condemned,
                 HumanBytes(r.condemned_bytes),
@@ -528,7 +557,7 @@ impl Out {
             );
         }
         if !r.waiting_rounds.is_empty() {
-            println!(
+            say!(
                 "  waiting for their grace period: round(s) {}",
                 r.waiting_rounds
                     .iter()
@@ -538,22 +567,24 @@ impl Out {
             );
         }
         if r.pending_promoted + r.pending_expired + r.pending_kept > 0 {
-            println!(
+            say!(
                 "  pending commits: {} completed, {} expired, {} in progress",
-                r.pending_promoted, r.pending_expired, r.pending_kept
+                r.pending_promoted,
+                r.pending_expired,
+                r.pending_kept
             );
         }
         if r.rounds_retired > 0 {
-            println!("  retired the records of {} old round(s)", r.rounds_retired);
+            say!("  retired the records of {} old round(s)", r.rounds_retired);
         }
         if r.stale_files > 0 {
-            println!(
+            say!(
                 "  removed {} stale temporary file(s), {}",
                 r.stale_files,
                 HumanBytes(r.stale_bytes)
             );
         }
-        println!(
+        say!(
             "  {:.2}s{}",
             r.duration.as_secs_f64(),
             if r.dry_run {
@@ -569,7 +600,7 @@ impl Out {
         if self.json {
             self.emit(json!({"dir": dir, "height": height, "bytes": bytes}));
         } else {
-            println!(
+            say!(
                 "node data at {} is at height {height}, {}",
                 dir.display(),
                 HumanBytes(bytes)
@@ -594,17 +625,17 @@ impl Out {
         }
         let dedup =
             d.second.stats.logical_bytes as f64 / d.second.stats.new_stored_bytes.max(1) as f64;
-        println!(
+        say!(
             "blocksnap demo in {}",
             d.repo.parent().unwrap_or(&d.repo).display()
         );
-        println!(
+        say!(
             "  generated ICON node data      {:>10}  {:>7.2}s  {}",
             HumanBytes(d.source_bytes).to_string(),
             d.generate.as_secs_f64(),
             d.source.display()
         );
-        println!(
+        say!(
             "  snapshot 1 (height {:>6})    {:>10}  {:>7.2}s  stored {} in {} new chunks",
             d.first.key.height,
             HumanBytes(d.first.stats.logical_bytes).to_string(),
@@ -612,12 +643,12 @@ impl Out {
             HumanBytes(d.first.stats.new_stored_bytes),
             d.first.stats.new_chunks
         );
-        println!(
+        say!(
             "  advanced the node             {:>10}  {:>7.2}s",
             "",
             d.advance.as_secs_f64()
         );
-        println!(
+        say!(
             "  snapshot 2 (height {:>6})    {:>10}  {:>7.2}s  stored {} in {} new chunks ({dedup:.0}x less than a full copy)",
             d.second.key.height,
             HumanBytes(d.second.stats.logical_bytes).to_string(),
@@ -625,26 +656,26 @@ impl Out {
             HumanBytes(d.second.stats.new_stored_bytes),
             d.second.stats.new_chunks
         );
-        println!(
+        say!(
             "  restore latest as 10.0.0.8    {:>10}  {:>7.2}s  {} chunks checked",
             HumanBytes(d.restore.bytes).to_string(),
             d.restore.duration.as_secs_f64(),
             d.restore.chunks_fetched
         );
-        println!(
+        say!(
             "  verify --full all             {:>10}  {:>7.2}s  {} problem(s)",
             HumanBytes(d.verify.bytes_checked).to_string(),
             d.verify.duration.as_secs_f64(),
             d.verify.problems.len()
         );
-        println!(
+        say!(
             "  repository size               {:>10}",
             HumanBytes(d.repo_bytes).to_string()
         );
         if d.differences.is_empty() {
-            println!("  restored tree is byte-identical to the source (IP 10.0.0.7 -> 10.0.0.8 in the block DB's name)");
+            say!("  restored tree is byte-identical to the source (IP 10.0.0.7 -> 10.0.0.8 in the block DB's name)");
         } else {
-            println!(
+            say!(
                 "  restored tree DIFFERS from the source at: {}",
                 d.differences.join(", ")
             );
@@ -655,9 +686,14 @@ impl Out {
 /// What the command asked of the store, so an operator can price it.
 fn print_requests(requests: Option<Counts>) {
     if let Some(c) = requests {
-        println!(
+        say!(
             "  store requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE ({} of them retries)",
-            c.put, c.get, c.head, c.list, c.delete, c.retries
+            c.put,
+            c.get,
+            c.head,
+            c.list,
+            c.delete,
+            c.retries
         );
     }
 }

@@ -259,6 +259,10 @@ impl LocalState {
             Some(r) => r,
             None => match self.cached_chunks() {
                 Ok(known) => {
+                    tracing::debug!(
+                        "chunk index: {} chunks from the local state (epoch {epoch})",
+                        known.len()
+                    );
                     return Ok(ChunkIndex {
                         known,
                         complete: true,
@@ -266,7 +270,7 @@ impl LocalState {
                         warnings,
                         epoch,
                         provisional,
-                    })
+                    });
                 }
                 Err(e) => {
                     warnings.push(format!("chunk index unreadable ({e}); rebuilt it"));
@@ -274,6 +278,7 @@ impl LocalState {
                 }
             },
         };
+        tracing::debug!("chunk index rebuilt from a listing of the store: {reason:?}");
         // Store errors here are real errors; the cache's own are not.
         let mut known = HashMap::new();
         for o in repo.store().list(layout::CHUNKS_PREFIX)? {

@@ -67,6 +67,20 @@ impl Runner {
     /// and otherwise a message naming the command, the status or the
     /// timeout, and the last lines it printed.
     pub fn run(&self, what: &str, cmd: &str) -> Result<String, String> {
+        let started = std::time::Instant::now();
+        tracing::info!("running the {what} command {cmd:?}");
+        let result = self.run_once(what, cmd);
+        match &result {
+            Ok(_) => tracing::info!(
+                "{what} command finished in {:.2} s",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => tracing::info!("{e}"),
+        }
+        result
+    }
+
+    fn run_once(&self, what: &str, cmd: &str) -> Result<String, String> {
         let could_not = |e: std::io::Error| format!("{what} command {cmd:?} could not run: {e}");
         let mut stdout = tempfile::tempfile().map_err(could_not)?;
         let mut stderr = tempfile::tempfile().map_err(could_not)?;

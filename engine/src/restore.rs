@@ -260,6 +260,16 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
         })
         .transpose()?;
     let reuse = reuse_plan(&todo, seeds.as_ref());
+    if let Some(s) = &seeds {
+        tracing::info!(
+            "seeds: {} files read ({} bytes); {} files to keep, {} bytes to copy, {} to download",
+            s.stats.files_read,
+            s.stats.bytes_read,
+            reuse.files_kept,
+            reuse.bytes_copied,
+            reuse.bytes_to_download
+        );
+    }
     if let Some(cap) = opts.max_bytes {
         if bytes > cap {
             return Err(Error::Refused(format!(
@@ -776,6 +786,11 @@ pub fn restore(
         keep_old: opts.keep_old,
         entries,
     };
+    tracing::info!(
+        "staged and synced; publishing {} entries into {}",
+        journal.entries.len(),
+        plan.target.display()
+    );
     publish::publish(&target, &staging, &journal)?;
     drop(staging);
     let old_entries = finish(&target, &journal)?;

@@ -466,6 +466,12 @@ fn store_files(
             .copied()
             .unwrap_or_else(|| Stat::of(&item.meta));
         if !rec.stat.same(&stat, linked) {
+            tracing::debug!(
+                "{}: read again: its stat changed since the last snapshot ({:?} then, {:?} now)",
+                item.rel,
+                rec.stat,
+                stat
+            );
             return None;
         }
         // Every chunk must be known to be in the store; otherwise the file
@@ -475,6 +481,10 @@ fn store_files(
             .iter()
             .all(|c| writer.index.known.get(&c.id) == Some(&c.stored_len))
         {
+            tracing::debug!(
+                "{}: read again: a chunk it had is not in the chunk index",
+                item.rel
+            );
             return None;
         }
         Some(FileResult {

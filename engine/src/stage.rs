@@ -266,6 +266,10 @@ pub fn stage(snap: &SnapshotOptions, opts: &StageOptions) -> Result<Stage> {
     let start = restart.now();
     drop(critical);
     stage.report.downtime = started.elapsed();
+    tracing::info!(
+        "node down for {:.2} s (stop, lock wait, freeze, start)",
+        stage.report.downtime.as_secs_f64()
+    );
     let frozen = frozen.and_then(|()| interrupt::check());
     match frozen {
         Ok(()) => {

@@ -15,6 +15,10 @@
 mod client;
 mod retry;
 
+/// A request (with its retries) that takes this long is logged at debug
+/// level.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(2);
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -144,25 +148,32 @@ impl S3Store {
         Fut: std::future::Future<Output = Attempt<T>>,
     {
         let url = self.url(key);
-        self.rt
-            .block_on(retry::run(self.max_attempts, |attempt| {
-                self.counts.count(op, attempt);
-                f()
-            }))
-            .map_err(|failure| match failure {
-                Failure::Missing => Error::Missing {
-                    key: key.to_string(),
-                },
-                Failure::Permanent { message, attempts }
-                | Failure::GaveUp { message, attempts } => {
-                    let tries = if attempts == 1 {
-                        String::new()
-                    } else {
-                        format!(" (after {attempts} attempts)")
-                    };
-                    store_error(op.name(), &url, format!("{message}{tries}"))
-                }
-            })
+        let span = tracing::debug_span!("s3", op = op.name(), url = %url).entered();
+        let started = std::time::Instant::now();
+        let result = self.rt.block_on(retry::run(self.max_attempts, |attempt| {
+            self.counts.count(op, attempt);
+            f()
+        }));
+        let took = started.elapsed();
+        if took >= SLOW_REQUEST {
+            tracing::debug!("slow request: {:.1} s", took.as_secs_f64());
+        } else {
+            tracing::trace!("{} ms", took.as_millis());
+        }
+        drop(span);
+        result.map_err(|failure| match failure {
+            Failure::Missing => Error::Missing {
+                key: key.to_string(),
+            },
+            Failure::Permanent { message, attempts } | Failure::GaveUp { message, attempts } => {
+                let tries = if attempts == 1 {
+                    String::new()
+                } else {
+                    format!(" (after {attempts} attempts)")
+                };
+                store_error(op.name(), &url, format!("{message}{tries}"))
+            }
+        })
     }
 
     fn object_key(&self, key: &str) -> String {

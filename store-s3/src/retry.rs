@@ -131,8 +131,13 @@ where
                     attempts: n,
                 })
             }
-            Attempt::Retry(_) => {
-                tokio::time::sleep(backoff(n)).await;
+            Attempt::Retry(message) => {
+                let delay = backoff(n);
+                tracing::debug!(
+                    "attempt {n} failed ({message}); retrying in {} ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
                 n += 1;
             }
         }
