@@ -1107,3 +1107,64 @@ fn quiet_and_verbose() {
     assert!(out.starts_with("missing"), "{out}");
     assert!(!out.contains("problem(s)"), "{out}");
 }
+
+/// `stats` counts what is on disk: every object and byte of a local
+/// repository, by kind; the bytes only one snapshot holds; and what prune
+/// would reclaim after a forget.
+#[test]
+fn stats_match_the_repository_on_disk() {
+    let s = Setup::new();
+    s.snapshot(1);
+    blocksnap(&s.repo())
+        .args(["generate", "--ip", "10.0.0.7", "--blocks", "300", "--dir"])
+        .arg(s.source())
+        .assert()
+        .success();
+    s.snapshot(2);
+    let stats = |s: &Setup| {
+        let out = blocksnap(&s.repo())
+            .args(["stats", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out.stdout)
+    };
+    let du = |dir: &std::path::Path| -> (u64, u64) {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .fold((0, 0), |(n, b), e| (n + 1, b + e.metadata().unwrap().len()))
+    };
+    let st = stats(&s);
+    let (n, bytes) = du(&s.repo());
+    assert_eq!(st["total"]["count"], n);
+    assert_eq!(st["total"]["bytes"], bytes);
+    let (cn, cb) = du(&s.repo().join("chunks"));
+    assert_eq!(st["by_kind"]["chunks"]["count"], cn);
+    assert_eq!(st["by_kind"]["chunks"]["bytes"], cb);
+    assert_eq!(st["referenced"]["bytes"], cb);
+    assert_eq!(st["unreferenced"]["count"], 0);
+    let snaps = st["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2);
+    let first_only = snaps[0]["unique_stored_bytes"].as_u64().unwrap();
+    assert!(first_only > 0 && first_only < cb);
+    assert!(st["dedup_ratio"].as_f64().unwrap() > 1.0);
+
+    // Forget the first: its own bytes become unreferenced, exactly.
+    blocksnap(&s.repo())
+        .args(["forget", "1"])
+        .assert()
+        .success();
+    let after = stats(&s);
+    assert_eq!(after["unreferenced"]["bytes"].as_u64().unwrap(), first_only);
+    blocksnap(&s.repo())
+        .arg("stats")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("prune reclaims them"));
+}

@@ -456,6 +456,18 @@ enum Command {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Repository size by kind of object, logical against stored bytes
+    /// (dedup and compression), and per snapshot the bytes only it
+    /// references (what forgetting it would free). One listing plus the
+    /// manifests.
+    Stats {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[command(flatten)]
+        cache: CacheArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Sign snapshots already in the repository (e.g. by a second key).
     Sign {
         #[command(flatten)]
@@ -1226,6 +1238,11 @@ fn run(command: Command) -> Result<Done> {
                 requests: report.requests,
                 ..Default::default()
             }));
+        }
+        Command::Stats { repo, cache, json } => {
+            let r = open_cached(&repo, Access::Read, 0, &cache)?;
+            let bar = Bar::new(json.json);
+            Out::new(json.json).stats(&repo.repo, &blocksnap::stats::stats(&r, &bar)?);
         }
         Command::Sign {
             repo,

@@ -19,6 +19,7 @@ use blocksnap::restore::{RestorePlan, RestoreReport};
 use blocksnap::sign::KeyId;
 use blocksnap::snapshot::SnapshotReport;
 use blocksnap::stage::StageReport;
+use blocksnap::stats::Stats;
 use blocksnap::store::Counts;
 use blocksnap::verify::VerifyReport;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -282,6 +283,67 @@ impl Out {
                 say!("  the entries it replaced are kept in {}", old.display());
             }
             print_requests(r.requests);
+        }
+    }
+
+    pub fn stats(&self, repo: &str, s: &Stats) {
+        if self.json {
+            self.emit(json!(s));
+            return;
+        }
+        say!(
+            "repository {}: {} objects, {}",
+            printable(repo),
+            s.total.count,
+            HumanBytes(s.total.bytes)
+        );
+        for (kind, o) in &s.by_kind {
+            say!(
+                "  {:<12} {:>9} objects  {:>11}",
+                printable(kind),
+                o.count,
+                HumanBytes(o.bytes).to_string()
+            );
+        }
+        say!(
+            "{} snapshots restore {} in all; they reference {} distinct chunks holding {} ({:.1}x dedup), stored in {} ({:.2}x compression)",
+            s.snapshots.len(),
+            HumanBytes(s.logical_bytes),
+            s.referenced.count,
+            HumanBytes(s.referenced_raw_bytes),
+            s.dedup_ratio,
+            HumanBytes(s.referenced.bytes),
+            s.compression_ratio
+        );
+        say!(
+            "{} chunks ({}) are referenced by no snapshot: prune reclaims them",
+            s.unreferenced.count,
+            HumanBytes(s.unreferenced.bytes)
+        );
+        for u in &s.unreadable {
+            say!("unreadable: {}", printable(u));
+        }
+        if !s.snapshots.is_empty() {
+            say!(
+                "{:>12}  {:<12}  {:<20}  {:<16}  {:>10}  only its own (freed by forgetting it)",
+                "height",
+                "id",
+                "time",
+                "host",
+                "size"
+            );
+        }
+        for p in &s.snapshots {
+            let id = p.key.rsplit('-').next().unwrap_or("");
+            say!(
+                "{:>12}  {:<12}  {:<20}  {:<16}  {:>10}  {}",
+                p.height,
+                &id[..12.min(id.len())],
+                time(p.created_unix_ns),
+                printable(if p.host.is_empty() { "-" } else { &p.host }),
+                HumanBytes(p.logical_bytes).to_string(),
+                HumanBytes(p.unique_stored_bytes)
+            );
         }
     }
 

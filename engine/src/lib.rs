@@ -45,6 +45,7 @@ pub mod seed;
 pub mod sign;
 pub mod snapshot;
 pub mod stage;
+pub mod stats;
 pub mod store;
 pub mod testhook;
 pub mod verify;
