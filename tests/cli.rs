@@ -1168,3 +1168,49 @@ fn stats_match_the_repository_on_disk() {
         .success()
         .stdout(predicate::str::contains("prune reclaims them"));
 }
+
+/// `copy` through the binary: creates the destination with the source's
+/// settings, copies, and a second run (or a dry run) finds nothing to do.
+#[test]
+fn copy_to_another_repository() {
+    let s = Setup::new();
+    s.snapshot(1);
+    s.snapshot(2);
+    let dest = s.dir.path().join("tier2");
+    let out = blocksnap(&s.repo())
+        .args(["copy", "all", "--json", "--to"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out.stdout);
+    assert_eq!(r["copied"].as_array().unwrap().len(), 2);
+    assert!(r["chunks_copied"].as_u64().unwrap() > 0);
+    assert_eq!(r["config_differs"], false);
+    blocksnap(&s.repo())
+        .args(["copy", "latest", "--dry-run", "--to"])
+        .arg(&dest)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "would copy 0 snapshot(s) (1 already there): 0 chunks",
+        ));
+    blocksnap(&dest)
+        .args(["verify", "all", "--full"])
+        .assert()
+        .code(0);
+    let listed = |repo: &std::path::Path| {
+        let out = blocksnap(repo).args(["list", "--json"]).output().unwrap();
+        json(&out.stdout)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["key"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&dest), listed(&s.repo()));
+}

@@ -653,3 +653,42 @@ fn a_prune_that_cannot_read_the_roots_claims_nothing() {
     assert_eq!(lab.repo.epoch().unwrap(), 0, "an epoch bumped for nothing");
     assert!(lab.repo.begin_write().unwrap().sweeping.is_empty());
 }
+
+/// `copy` is a writer to its destination (FORMAT.md §10 "Writers"): a
+/// prune of the destination that sweeps, while the copy runs, a chunk the
+/// copy relies on finding there makes the copy refuse to commit, and
+/// running it again copies that chunk too and commits a sound snapshot.
+#[test]
+fn a_copy_relying_on_a_chunk_a_sweep_took_refuses_and_a_rerun_completes() {
+    let dst = Lab::new();
+    let a = dst.source("a", 4, 1);
+    let old = dst.snap(&a, "pruner", 1);
+    // The source repository holds the same files (and more).
+    let src = Lab::new();
+    let b = src.source("a", 6, 1);
+    let key = src.snap(&b, "pruner", 5);
+    let plan = blocksnap::copy::plan(&src.repo, &dst.repo, &[key]).unwrap();
+    assert_eq!(plan.chunks_present as usize, dst.refs(&old).len());
+    // Meanwhile the destination forgets the snapshot that held them, and
+    // prunes at once.
+    dst.forget(&[old]);
+    let pruned = dst.prune(&PruneOptions {
+        instant: true,
+        ..dst.opts()
+    });
+    assert!(pruned.swept.iter().map(|s| s.deleted).sum::<u64>() > 0);
+    let err = blocksnap::copy::execute(&src.repo, &dst.repo, &plan, &Default::default(), &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run it again") || err.contains("prune"),
+        "{err}"
+    );
+    assert!(dst.repo.snapshots().unwrap().is_empty());
+    // Again: the chunks are sent this time, and the copy is whole.
+    let plan = blocksnap::copy::plan(&src.repo, &dst.repo, &[key]).unwrap();
+    let r = blocksnap::copy::execute(&src.repo, &dst.repo, &plan, &Default::default(), &Silent)
+        .unwrap();
+    assert_eq!(r.copied, vec![key]);
+    dst.verify_all();
+}

@@ -536,3 +536,104 @@ fn an_incremental_snapshot_with_local_state_costs_its_new_chunks_plus_a_constant
     restore_to(&repo, &incr.key, &target).unwrap();
     assert_same_tree(&f.source, &target);
 }
+
+fn copy_all(src: &Repository, dst: &Repository) -> blocksnap::Result<blocksnap::copy::CopyReport> {
+    let keys = src.resolve(&Selector::All)?;
+    let plan = blocksnap::copy::plan(src, dst, &keys)?;
+    blocksnap::copy::execute(src, dst, &plan, &Default::default(), &Silent)
+}
+
+/// The two tiers: a local repository copied to S3 and back, byte for byte
+/// with the same snapshot ids and signatures; a second copy sends nothing;
+/// a copy cut short by failing requests is finished by running it again.
+#[test]
+fn copy_between_a_local_repository_and_s3_round_trips_and_resumes() {
+    let Some(f) = fixture(6) else { return };
+    let local_path = f.dir.path().join("local");
+    std::fs::create_dir_all(&local_path).unwrap();
+    let local_store = Arc::new(blocksnap::store::CountingStore::new(
+        blocksnap::store::LocalStore::open(&local_path),
+    ));
+    let local = Repository::init(local_store, DEFAULT_PARAMS, 1).unwrap();
+    let key_file = f.dir.path().join("k.key");
+    blocksnap::sign::generate(&key_file, None).unwrap();
+    let signer = Arc::new(blocksnap::sign::Signer::load(&key_file).unwrap());
+    let first = snapshot::snapshot(
+        &local,
+        &SnapshotOptions {
+            source: f.source.clone(),
+            height: 1,
+            signer: Some(signer.clone()),
+            ..Default::default()
+        },
+        &Silent,
+    )
+    .unwrap()
+    .key;
+    common::advance(&f.source, 100);
+    let second = snap(&local, &f.source, 2).key;
+
+    // A copy through a proxy that fails a third of the requests, with no
+    // retries: it stops part way, and commits nothing it lacks chunks for.
+    let s3 = Repository::init(store(&f.server.endpoint, "tier2/"), DEFAULT_PARAMS, 1).unwrap();
+    let flaky_proxy = FaultProxy::start(f.server.addr, 33);
+    let mut flaky_opts = options(&flaky_proxy.endpoint, "tier2/");
+    flaky_opts.max_attempts = 1;
+    let flaky = (0..20)
+        .find_map(|_| Repository::open(Arc::new(S3Store::open(&flaky_opts).unwrap())).ok())
+        .expect("the config read through the proxy at last");
+    assert!(
+        copy_all(&local, &flaky).is_err(),
+        "a copy survived a third of its requests failing"
+    );
+    let partial = s3.snapshots().unwrap();
+    for k in &partial {
+        let v = verify::verify(&s3, &[*k], Level::Full, &Silent).unwrap();
+        assert!(v.ok(), "a committed copy is incomplete: {:?}", v.problems);
+    }
+
+    // Run again: completes; ids, bytes and signatures as in the source.
+    let r = copy_all(&local, &s3).unwrap();
+    let expected: Vec<_> = [first, second]
+        .into_iter()
+        .filter(|k| !partial.contains(k))
+        .collect();
+    assert_eq!(r.copied, expected);
+    assert_eq!(r.signatures_copied, u64::from(!partial.contains(&first)));
+    assert_eq!(s3.snapshots().unwrap(), vec![first, second]);
+    for k in [first, second] {
+        assert_eq!(
+            s3.manifest_bytes(&k).unwrap(),
+            local.manifest_bytes(&k).unwrap()
+        );
+    }
+    let trust = blocksnap::sign::Trust::parse(&[signer.public_line()]).unwrap();
+    assert_eq!(
+        blocksnap::sign::resolve_trusted(&s3, &trust, &Selector::Latest, None).unwrap(),
+        first
+    );
+    let v = verify::verify(&s3, &[first, second], Level::Full, &Silent).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+
+    // A second copy sends nothing: no chunk, no manifest.
+    let again = copy_all(&local, &s3).unwrap();
+    assert!(again.copied.is_empty() && again.chunks_copied == 0);
+    assert_eq!(again.already_there, vec![first, second]);
+    assert_eq!(again.destination_requests.unwrap().put, 0);
+
+    // And back from S3 into a new local repository, created by the copy's
+    // caller with the source's settings; restores byte for byte.
+    let back_path = f.dir.path().join("back");
+    std::fs::create_dir_all(&back_path).unwrap();
+    let back = Repository::init(
+        Arc::new(blocksnap::store::LocalStore::open(&back_path)),
+        DEFAULT_PARAMS,
+        1,
+    )
+    .unwrap();
+    let r = copy_all(&s3, &back).unwrap();
+    assert_eq!(r.copied, vec![first, second]);
+    let target = f.dir.path().join("from-back/loopchain");
+    restore_to(&back, &second, &target).unwrap();
+    assert_same_tree(&f.source, &target);
+}

@@ -14,7 +14,7 @@ use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
 use blocksnap::store::{CountingStore, LocalStore, Location, Store};
 use blocksnap::{
-    cache, chunking, command, compare, demo, forget, ipnorm, list, metrics, nodegen, prune,
+    cache, chunking, command, compare, copy, demo, forget, ipnorm, list, metrics, nodegen, prune,
     restore, retention, sign, snapshot, stage, verify, Selector,
 };
 use clap::{Parser, Subcommand};
@@ -129,6 +129,53 @@ struct RepoArg {
     /// Reads fall back to this by themselves when no credentials exist.
     #[arg(long, help_heading = "S3")]
     anonymous: bool,
+    /// Credentials other than the standard chain's (copy's destination).
+    #[arg(skip)]
+    credentials: Option<(String, String)>,
+}
+
+/// The destination of `copy`, with its own S3 settings.
+#[derive(clap::Args)]
+struct ToArg {
+    /// The destination repository: a directory or s3://BUCKET/PREFIX. One
+    /// that does not exist yet is created with the source's chunker and
+    /// compression.
+    #[arg(long = "to", value_name = "REPO")]
+    to: String,
+    /// The destination's S3-compatible endpoint (the source's --endpoint
+    /// and BLOCKSNAP_S3_ENDPOINT do not apply to it).
+    #[arg(long, help_heading = "S3 (destination)")]
+    to_endpoint: Option<String>,
+    /// The destination bucket's region.
+    #[arg(long, help_heading = "S3 (destination)")]
+    to_region: Option<String>,
+    #[arg(
+        long,
+        conflicts_with = "to_virtual_hosted",
+        help_heading = "S3 (destination)"
+    )]
+    to_path_style: bool,
+    #[arg(long, help_heading = "S3 (destination)")]
+    to_virtual_hosted: bool,
+}
+
+impl ToArg {
+    /// As a repository argument; credentials from BLOCKSNAP_TO_AWS_ACCESS_KEY_ID
+    /// and BLOCKSNAP_TO_AWS_SECRET_ACCESS_KEY when both are set, else the
+    /// standard chain (the same as the source's).
+    fn repo(&self) -> RepoArg {
+        let var = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+        RepoArg {
+            repo: self.to.clone(),
+            endpoint: self.to_endpoint.clone(),
+            virtual_hosted: self.to_virtual_hosted,
+            path_style: self.to_path_style,
+            region: self.to_region.clone(),
+            anonymous: false,
+            credentials: var("BLOCKSNAP_TO_AWS_ACCESS_KEY_ID")
+                .zip(var("BLOCKSNAP_TO_AWS_SECRET_ACCESS_KEY")),
+        }
+    }
 }
 
 /// What a command does with the repository: writers need credentials,
@@ -468,6 +515,30 @@ enum Command {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Copy snapshots to another repository (e.g. a local tier to S3):
+    /// only the chunks it lacks, object bytes unchanged, signatures too.
+    /// Safe beside the destination's prune; re-run to resume.
+    Copy {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// HEIGHT, `latest`, `all` or snapshot id prefixes.
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+        /// Only this node's snapshots.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        to: ToArg,
+        /// Parallel chunk transfers (default: the larger of the two
+        /// stores' own: 32 with S3 at either end).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        /// Show what would be copied; copy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Sign snapshots already in the repository (e.g. by a second key).
     Sign {
         #[command(flatten)]
@@ -785,7 +856,7 @@ fn open_s3(
             (false, Access::Read) => Auth::Auto,
             (false, Access::Write) => Auth::Required,
         },
-        credentials: None,
+        credentials: arg.credentials.clone(),
         parallelism: jobs,
         max_attempts: 0,
     };
@@ -1238,6 +1309,44 @@ fn run(command: Command) -> Result<Done> {
                 requests: report.requests,
                 ..Default::default()
             }));
+        }
+        Command::Copy {
+            repo,
+            snapshots,
+            host,
+            to,
+            jobs,
+            dry_run,
+            json,
+        } => {
+            let src = open_repo(&repo, Access::Read, jobs)?;
+            let dst_arg = to.repo();
+            let dst_store = open_store(&dst_arg, Access::Write, jobs)?;
+            let dst = match Repository::open(dst_store.clone()) {
+                Err(blocksnap::Error::NoRepository { .. }) if !dry_run => {
+                    if let Ok(Location::Local(dir)) = dst_arg.repo.parse::<Location>() {
+                        std::fs::create_dir_all(&dir)
+                            .with_context(|| format!("create {}", dir.display()))?;
+                    }
+                    let c = src.config();
+                    Repository::init(dst_store, c.chunker, c.zstd_level)?
+                }
+                other => other?,
+            };
+            let mut keys = Vec::new();
+            for given in &snapshots {
+                let selector: Selector = given.parse()?;
+                keys.extend(src.resolve_for(&selector, host.as_deref())?);
+            }
+            let plan = copy::plan(&src, &dst, &keys)?;
+            let out = Out::new(json.json);
+            if dry_run {
+                out.copy_plan(&plan);
+                return Ok(Done::default());
+            }
+            let bar = Bar::new(json.json);
+            let report = copy::execute(&src, &dst, &plan, &copy::CopyOptions { jobs }, &bar)?;
+            out.copy(&report);
         }
         Command::Stats { repo, cache, json } => {
             let r = open_cached(&repo, Access::Read, 0, &cache)?;

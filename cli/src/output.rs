@@ -7,7 +7,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use blocksnap::compare::{DiffReport, DifferenceKind, DirReport};
+use blocksnap::copy::{CopyPlan, CopyReport};
 use blocksnap::demo::DemoReport;
+
+/// Said when a copy's two repositories chunk or compress differently.
+const CONFIG_DIFFERS: &str = "the destination chunks or compresses differently: the copied \
+     snapshots are intact, but the destination's own snapshots will not share chunks with them";
 use blocksnap::error::printable;
 use blocksnap::forget::{ForgetPlan, ForgetReport};
 use blocksnap::format::config::RepoConfig;
@@ -283,6 +288,62 @@ impl Out {
                 say!("  the entries it replaced are kept in {}", old.display());
             }
             print_requests(r.requests);
+        }
+    }
+
+    pub fn copy_plan(&self, p: &CopyPlan) {
+        if self.json {
+            self.emit(json!({
+                "dry_run": true,
+                "snapshots": p.snapshots().iter().map(|k| k.key()).collect::<Vec<_>>(),
+                "already_there": p.present.iter().map(|k| k.key()).collect::<Vec<_>>(),
+                "chunks": p.chunks(),
+                "chunk_bytes": p.chunk_bytes,
+                "chunks_present": p.chunks_present,
+                "signatures": p.signatures(),
+                "config_differs": p.config_differs,
+            }));
+            return;
+        }
+        say!(
+            "would copy {} snapshot(s) ({} already there): {} chunks, {} ({} chunks already there), {} signature(s)",
+            p.snapshots().len(),
+            p.present.len(),
+            p.chunks(),
+            HumanBytes(p.chunk_bytes),
+            p.chunks_present,
+            p.signatures()
+        );
+        if p.config_differs {
+            say!("  {CONFIG_DIFFERS}");
+        }
+    }
+
+    pub fn copy(&self, r: &CopyReport) {
+        if self.json {
+            let mut v = json!(r);
+            v["seconds"] = json!(secs(r.duration));
+            self.emit(v);
+            return;
+        }
+        say!(
+            "copied {} snapshot(s) ({} already there): {} chunks, {} ({} chunks already there), {} signature(s), {:.2}s",
+            r.copied.len(),
+            r.already_there.len(),
+            r.chunks_copied,
+            HumanBytes(r.chunk_bytes_copied),
+            r.chunks_present,
+            r.signatures_copied,
+            r.duration.as_secs_f64()
+        );
+        if r.config_differs {
+            say!("  {CONFIG_DIFFERS}");
+        }
+        if let Some(c) = r.source_requests {
+            say!("  source: {}", requests_line(c));
+        }
+        if let Some(c) = r.destination_requests {
+            say!("  destination: {}", requests_line(c));
         }
     }
 
@@ -748,16 +809,15 @@ impl Out {
 /// What the command asked of the store, so an operator can price it.
 fn print_requests(requests: Option<Counts>) {
     if let Some(c) = requests {
-        say!(
-            "  store requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE ({} of them retries)",
-            c.put,
-            c.get,
-            c.head,
-            c.list,
-            c.delete,
-            c.retries
-        );
+        say!("  store requests: {}", requests_line(c));
     }
+}
+
+fn requests_line(c: Counts) -> String {
+    format!(
+        "{} PUT, {} GET, {} HEAD, {} LIST, {} DELETE ({} of them retries)",
+        c.put, c.get, c.head, c.list, c.delete, c.retries
+    )
 }
 
 fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {

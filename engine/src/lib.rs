@@ -20,6 +20,7 @@ pub mod cache;
 pub mod chunking;
 pub mod command;
 pub mod compare;
+pub mod copy;
 #[cfg(feature = "nodegen")]
 pub mod demo;
 pub mod error;
