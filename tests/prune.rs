@@ -691,4 +691,14 @@ fn a_copy_relying_on_a_chunk_a_sweep_took_refuses_and_a_rerun_completes() {
         .unwrap();
     assert_eq!(r.copied, vec![key]);
     dst.verify_all();
+
+    // Forgotten at the destination: a later copy does not bring it back
+    // (the review found `copy all` resurrecting forgotten snapshots).
+    dst.forget(&[key]);
+    let plan = blocksnap::copy::plan(&src.repo, &dst.repo, &[key]).unwrap();
+    assert_eq!(plan.forgotten_there, vec![key]);
+    let r = blocksnap::copy::execute(&src.repo, &dst.repo, &plan, &Default::default(), &Silent)
+        .unwrap();
+    assert!(r.copied.is_empty());
+    assert!(dst.repo.snapshots().unwrap().is_empty());
 }

@@ -193,6 +193,37 @@ fn only_what_a_trusted_key_signed_is_believed_and_refusals_name_snapshot_and_key
     );
 }
 
+/// The manifest cache stands only for the very key it was read under: a
+/// key planted with a signed snapshot's id and another height is refused
+/// (before, a cache hit checked only the id, and `list --trust` called the
+/// planted key trusted).
+#[test]
+fn a_key_reusing_a_signed_snapshots_id_is_not_trusted_from_the_cache() {
+    let lab = lab();
+    let (a, a_pub) = key(&lab, "a.key");
+    let signed = snap(&lab, 10, Some(&a));
+    let cache = lab.tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let repo = Repository::open(lab.store.clone())
+        .unwrap()
+        .with_manifest_cache(&cache);
+    let bytes = repo.manifest_bytes(&signed).unwrap();
+    let planted = SnapshotKey {
+        height: 99_999,
+        ..signed
+    };
+    lab.store.put_if_absent(&planted.key(), &bytes).unwrap();
+    assert!(repo.manifest_bytes(&planted).is_err());
+    let t = trust(&[&a_pub]);
+    assert_eq!(
+        sign::resolve_trusted(&repo, &t, &Selector::Latest, None).unwrap(),
+        signed
+    );
+    let listed = list::list(&repo, None, Some(&t)).unwrap();
+    let planted_row = listed.iter().find(|l| l.key == planted.key()).unwrap();
+    assert_eq!(planted_row.trusted, Some(false));
+}
+
 #[test]
 fn a_trusted_history_tells_an_authorised_forget_from_a_deletion() {
     let lab = lab();

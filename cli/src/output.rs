@@ -10,6 +10,10 @@ use blocksnap::compare::{DiffReport, DifferenceKind, DirReport};
 use blocksnap::copy::{CopyPlan, CopyReport};
 use blocksnap::demo::DemoReport;
 
+fn forgotten_there(n: usize) -> String {
+    format!("{n} snapshot(s) the destination has forgotten were not copied back")
+}
+
 /// Said when a copy's two repositories chunk or compress differently.
 const CONFIG_DIFFERS: &str = "the destination chunks or compresses differently: the copied \
      snapshots are intact, but the destination's own snapshots will not share chunks with them";
@@ -297,6 +301,7 @@ impl Out {
                 "dry_run": true,
                 "snapshots": p.snapshots().iter().map(|k| k.key()).collect::<Vec<_>>(),
                 "already_there": p.present.iter().map(|k| k.key()).collect::<Vec<_>>(),
+                "forgotten_there": p.forgotten_there.iter().map(|k| k.key()).collect::<Vec<_>>(),
                 "chunks": p.chunks(),
                 "chunk_bytes": p.chunk_bytes,
                 "chunks_present": p.chunks_present,
@@ -316,6 +321,9 @@ impl Out {
         );
         if p.config_differs {
             say!("  {CONFIG_DIFFERS}");
+        }
+        if !p.forgotten_there.is_empty() {
+            say!("  {}", forgotten_there(p.forgotten_there.len()));
         }
     }
 
@@ -338,6 +346,9 @@ impl Out {
         );
         if r.config_differs {
             say!("  {CONFIG_DIFFERS}");
+        }
+        if !r.forgotten_there.is_empty() {
+            say!("  {}", forgotten_there(r.forgotten_there.len()));
         }
         if let Some(c) = r.source_requests {
             say!("  source: {}", requests_line(c));

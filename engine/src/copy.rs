@@ -12,9 +12,11 @@
 //! snapshot does (FORMAT.md §10 "Writers"): the write session is taken
 //! before the destination is listed, so a prune of the destination that
 //! swept a chunk the copy relied on makes the commit refuse, and a re-run
-//! copies it again. Signatures are written before their manifest. A copy
-//! that stops anywhere is finished by running it again: what is already
-//! there is not sent twice.
+//! copies it again. Snapshots go oldest first, each committed right after
+//! its own new chunks (so a long copy never leaves many unreferenced), its
+//! signatures before its manifest. A snapshot the destination forgot is
+//! not copied back. A copy that stops anywhere is finished by running it
+//! again: what is already there is not sent twice.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,12 +45,14 @@ pub struct CopyOptions {
 #[derive(Debug)]
 pub struct CopyPlan {
     session: WriteSession,
-    /// Snapshots to copy, oldest first, with their manifests and bytes.
-    todo: Vec<(SnapshotKey, Manifest, Vec<u8>)>,
+    /// Snapshots to copy, oldest first, with their manifests and the chunk
+    /// objects to transfer with each (those no earlier one brings).
+    todo: Vec<(SnapshotKey, Manifest, Vec<ChunkId>)>,
     /// Selected snapshots the destination already has.
     pub present: Vec<SnapshotKey>,
-    /// Chunk objects to transfer, and their stored bytes.
-    chunks: Vec<(ChunkId, u32)>,
+    /// Selected snapshots the destination has forgotten: not copied back.
+    pub forgotten_there: Vec<SnapshotKey>,
+    /// Stored bytes of the chunk objects to transfer.
     pub chunk_bytes: u64,
     /// Distinct chunks the copied snapshots need that the destination has.
     pub chunks_present: u64,
@@ -64,7 +68,7 @@ impl CopyPlan {
     }
 
     pub fn chunks(&self) -> u64 {
-        self.chunks.len() as u64
+        self.todo.iter().map(|(_, _, c)| c.len() as u64).sum()
     }
 
     pub fn signatures(&self) -> u64 {
@@ -78,6 +82,8 @@ pub struct CopyReport {
     pub copied: Vec<SnapshotKey>,
     #[serde(serialize_with = "keys")]
     pub already_there: Vec<SnapshotKey>,
+    #[serde(serialize_with = "keys")]
+    pub forgotten_there: Vec<SnapshotKey>,
     pub chunks_copied: u64,
     pub chunk_bytes_copied: u64,
     pub chunks_present: u64,
@@ -98,6 +104,12 @@ fn keys<S: serde::Serializer>(k: &[SnapshotKey], s: S) -> std::result::Result<S:
 pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<CopyPlan> {
     let session = dst.begin_write()?;
     let there: HashSet<SnapshotKey> = dst.snapshots()?.into_iter().collect();
+    let forgotten: HashSet<Hash> = dst
+        .store()
+        .list(layout::FORGOTTEN_PREFIX)?
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(layout::FORGOTTEN_PREFIX)?.parse().ok())
+        .collect();
     let mut have: HashSet<ChunkId> = HashSet::new();
     for o in dst.store().list(layout::CHUNKS_PREFIX)? {
         if let Some(id) = layout::parse_chunk_key(&o.key) {
@@ -109,11 +121,16 @@ pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<
     keys.dedup();
     let mut todo = Vec::new();
     let mut present = Vec::new();
+    let mut forgotten_there = Vec::new();
     let mut chunks: HashMap<ChunkId, u32> = HashMap::new();
     let mut present_chunks: HashSet<ChunkId> = HashSet::new();
     for key in keys {
         if there.contains(&key) {
             present.push(key);
+            continue;
+        }
+        if forgotten.contains(&key.id) {
+            forgotten_there.push(key);
             continue;
         }
         crate::interrupt::check()?;
@@ -127,16 +144,17 @@ pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<
                 key.key()
             )));
         }
+        let mut own = Vec::new();
         for (_, _, _, refs) in manifest.files() {
             for c in refs {
                 if have.contains(&c.id) {
                     present_chunks.insert(c.id);
-                } else {
-                    chunks.insert(c.id, c.stored_len);
+                } else if chunks.insert(c.id, c.stored_len).is_none() {
+                    own.push(c.id);
                 }
             }
         }
-        todo.push((key, manifest, bytes));
+        todo.push((key, manifest, own));
     }
     let listed = Signatures::list(src)?;
     let signatures = todo
@@ -148,16 +166,14 @@ pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<
                 .map(|kid| sign::signature_key(&k.id, kid, Signed::Manifest))
         })
         .collect();
-    let mut chunks: Vec<(ChunkId, u32)> = chunks.into_iter().collect();
-    chunks.sort();
     let a = src.config();
     let b = dst.config();
     Ok(CopyPlan {
         session,
         todo,
         present,
-        chunk_bytes: chunks.iter().map(|(_, n)| u64::from(*n)).sum(),
-        chunks,
+        forgotten_there,
+        chunk_bytes: chunks.values().map(|n| u64::from(*n)).sum(),
         chunks_present: present_chunks.len() as u64,
         signatures,
         config_differs: a.chunker != b.chunker || a.zstd_level != b.zstd_level,
@@ -186,28 +202,27 @@ pub fn execute(
         .map_err(|e| Error::Refused(format!("cannot start {jobs} copy workers: {e}")))?;
     let copied = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    progress.begin("copy", plan.chunk_bytes);
-    pool.install(|| {
-        plan.chunks.par_iter().try_for_each(|(id, _)| {
-            crate::interrupt::check()?;
-            let key = layout::chunk_key(id);
-            let object = src.store().get(&key, MAX_CHUNK_OBJECT)?;
-            chunk::decode(&object, id).map_err(|e| Error::Format {
-                key: format!("{} (source)", key),
-                cause: e,
-            })?;
-            if dst.store().put_if_absent(&key, &object)? {
-                copied.fetch_add(1, Ordering::Relaxed);
-                bytes.fetch_add(object.len() as u64, Ordering::Relaxed);
-            }
-            progress.advance(object.len() as u64);
-            Ok::<_, Error>(())
-        })
-    })?;
-    progress.end();
     let mut signatures = 0;
     let mut committed = Vec::new();
-    for (key, manifest, _) in &plan.todo {
+    progress.begin("copy", plan.chunk_bytes);
+    for (key, manifest, own) in &plan.todo {
+        pool.install(|| {
+            own.par_iter().try_for_each(|id| {
+                crate::interrupt::check()?;
+                let key = layout::chunk_key(id);
+                let object = src.store().get(&key, MAX_CHUNK_OBJECT)?;
+                chunk::decode(&object, id).map_err(|e| Error::Format {
+                    key: format!("{key} (source)"),
+                    cause: e,
+                })?;
+                if dst.store().put_if_absent(&key, &object)? {
+                    copied.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(object.len() as u64, Ordering::Relaxed);
+                }
+                progress.advance(object.len() as u64);
+                Ok::<_, Error>(())
+            })
+        })?;
         crate::interrupt::check()?;
         for sig in plan
             .signatures
@@ -219,13 +234,19 @@ pub fn execute(
                 signatures += 1;
             }
         }
+        // Forgotten there since the plan: not brought back.
+        if dst.store().size(&layout::forgotten_key(&key.id))?.is_some() {
+            continue;
+        }
         let done = dst.commit(manifest, &plan.session)?;
         debug_assert_eq!(done, *key);
         committed.push(*key);
     }
+    progress.end();
     Ok(CopyReport {
         copied: committed,
         already_there: plan.present.clone(),
+        forgotten_there: plan.forgotten_there.clone(),
         chunks_copied: copied.into_inner(),
         chunk_bytes_copied: bytes.into_inner(),
         chunks_present: plan.chunks_present,

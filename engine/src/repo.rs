@@ -331,14 +331,14 @@ impl Repository {
         }
     }
 
-    /// Fetches a manifest from the store (never from the cache), checks it
-    /// and, when there is a cache, keeps it there.
     /// The manifest object's exact bytes (what a signature signs), checked
-    /// against the snapshot's id; from the manifest cache when it has them.
+    /// as a fetched manifest is; from the manifest cache when it has them.
     pub fn manifest_bytes(&self, key: &SnapshotKey) -> Result<Vec<u8>> {
         if let Some(dir) = &self.manifest_cache {
+            // Every check of a fetched manifest, its key's height and time
+            // included: a key that reuses another snapshot's id is refused.
             if let Ok(bytes) = std::fs::read(dir.join(key.id.to_hex())) {
-                if Hash::of(&bytes) == key.id {
+                if self.check_manifest(key, &bytes).is_ok() {
                     return Ok(bytes);
                 }
             }
@@ -348,6 +348,8 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Fetches a manifest from the store (never from the cache), checks it
+    /// and, when there is a cache, keeps it there.
     pub fn fetch_manifest(&self, key: &SnapshotKey) -> Result<Manifest> {
         let name = key.key();
         let bytes = self.store.get(&name, MAX_MANIFEST_OBJECT)?;

@@ -111,7 +111,8 @@ pub struct SeedStats {
     pub files_read: u64,
     /// Bytes read to index them.
     pub bytes_read: u64,
-    /// Files that could not be read (skipped, not an error).
+    /// Files and directories that could not be read (skipped, not an
+    /// error).
     pub unreadable: u64,
 }
 
@@ -165,8 +166,9 @@ impl Seeds {
     /// be listed is an error naming it.
     pub fn index(roots: Vec<SeedRoot>, needs: &Needs, chunker: &ChunkerParams) -> Result<Seeds> {
         let mut found: Vec<Found> = Vec::new();
+        let mut skipped = 0;
         for root in roots {
-            walk(root, &mut found)?;
+            skipped += walk(root, &mut found)?;
         }
         let sizes: HashSet<u64> = needs.files.iter().map(|(s, _)| *s).collect();
         let results: Vec<Option<Indexed>> = found
@@ -184,7 +186,10 @@ impl Seeds {
             files: Vec::with_capacity(found.len()),
             chunks: HashMap::new(),
             whole: HashMap::new(),
-            stats: SeedStats::default(),
+            stats: SeedStats {
+                unreadable: skipped,
+                ..SeedStats::default()
+            },
         };
         for (f, indexed) in found.into_iter().zip(results) {
             let Some(indexed) = indexed else {
@@ -253,7 +258,7 @@ impl Seeds {
                 continue;
             };
             match seed.dir.stat(&seed.name) {
-                Ok(Some(m)) if Identity::of(&m) == identity => {}
+                Ok(Some(m)) if Identity::of(&m) == identity && m.nlink == 1 => {}
                 _ => continue,
             }
             if seed.dir.link(&seed.name, dir, name).is_err() {
@@ -348,31 +353,39 @@ struct Found {
     mtime_ns: i64,
 }
 
-/// Collects the regular files under a root.
-fn walk(root: SeedRoot, out: &mut Vec<Found>) -> Result<()> {
+/// Collects the regular files under a root; returns how many entries could
+/// not be looked at (skipped, as unreadable files are: a seed only saves
+/// downloads, and another user's unreadable directory must not block a
+/// restore). Files are linkable only in directories of this user all the
+/// way down from the root (nobody else can swap what they hold).
+fn walk(root: SeedRoot, out: &mut Vec<Found>) -> Result<u64> {
     let replaced = root.replaced;
     let dir = Arc::new(root.dir);
     let names = match root.only {
         Some(names) => names,
         None => dir.names().map_err(Error::io("read", dir.path()))?,
     };
-    let mut stack = vec![(dir, names)];
-    while let Some((dir, names)) = stack.pop() {
+    let mut skipped = 0;
+    let mut stack = vec![(dir, names, replaced)];
+    while let Some((dir, names, mine_all_the_way)) = stack.pop() {
         for name in names {
             // blocksnap's own entries (a staging tree, kept old entries)
             // are never a snapshot's, and never seeds.
             if name.starts_with(RESERVED_PREFIX) {
                 continue;
             }
-            let Some(m) = dir
-                .stat(&name)
-                .map_err(Error::io("stat", dir.join(&name)))?
-            else {
-                continue;
+            let m = match dir.stat(&name) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(_) => {
+                    skipped += 1;
+                    continue;
+                }
             };
             match m.kind {
                 EntryType::File if m.size > 0 => {
-                    let linkable = replaced && m.is_mine() && m.nlink == 1 && m.mode & 0o022 == 0;
+                    let linkable =
+                        mine_all_the_way && m.is_mine() && m.nlink == 1 && m.mode & 0o022 == 0;
                     out.push(Found {
                         dir: dir.clone(),
                         name,
@@ -382,17 +395,22 @@ fn walk(root: SeedRoot, out: &mut Vec<Found>) -> Result<()> {
                     });
                 }
                 EntryType::Dir => {
-                    let child = dir
+                    let opened = dir
                         .open_dir(&name)
-                        .map_err(Error::io("open", dir.join(&name)))?;
-                    let names = child.names().map_err(Error::io("read", child.path()))?;
-                    stack.push((Arc::new(child), names));
+                        .and_then(|child| child.names().map(|names| (child, names)));
+                    match opened {
+                        Ok((child, names)) => {
+                            let mine = mine_all_the_way && m.is_mine();
+                            stack.push((Arc::new(child), names, mine));
+                        }
+                        Err(_) => skipped += 1,
+                    }
                 }
                 _ => {}
             }
         }
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// Reads one file: when a needed file has its size, its whole-file hash
