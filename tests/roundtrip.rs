@@ -382,3 +382,53 @@ fn full_verify_of_all_reads_each_shared_chunk_once() {
     assert_eq!(gets, 2 + chunks);
     assert_eq!(v.chunks_checked, chunks);
 }
+
+/// Another writer (another zstd level, another version) stored some of
+/// this snapshot's chunks with other bytes: the manifest records the size
+/// the store holds, so restore and verify read them within bounds.
+#[test]
+fn a_chunk_another_writer_stored_at_another_size_is_recorded_at_the_stored_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    std::fs::create_dir_all(&source).unwrap();
+    // Compressible, several chunks.
+    let data: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i / 7 % 251) as u8 ^ (i >> 16) as u8)
+        .collect();
+    std::fs::write(source.join("table.ldb"), &data).unwrap();
+    let (store, repo) = local_repo(dir.path());
+    // What the other writer did: every chunk of the file, at level 19.
+    let mut other = zstd::bulk::Compressor::new(19).unwrap();
+    let mut theirs = std::collections::HashMap::new();
+    for cut in blocksnap::chunking::cuts(&data, &DEFAULT_PARAMS) {
+        let raw = &data[cut.offset..cut.offset + cut.len];
+        let id = blocksnap::Hash::of(raw);
+        let object = blocksnap::format::chunk::encode(raw, &mut other);
+        let key = blocksnap::format::layout::chunk_key(&id);
+        assert!(store.put_if_absent(&key, &object).unwrap());
+        theirs.insert(id, object.len() as u32);
+    }
+    let report = snap(&repo, &source, 1);
+    assert_eq!(report.stats.new_chunks, 0);
+    let manifest = repo.load_manifest(&report.key).unwrap();
+    let (_, _, _, chunks) = manifest.files().next().unwrap();
+    let mut ours = zstd::bulk::Compressor::new(3).unwrap();
+    for c in chunks {
+        assert_eq!(c.stored_len, theirs[&c.id], "chunk {}", c.id);
+    }
+    // The test means something only if this writer's encoding differs.
+    let differs = chunks.iter().any(|c| {
+        let cut = blocksnap::chunking::cuts(&data, &DEFAULT_PARAMS)
+            .find(|k| blocksnap::Hash::of(&data[k.offset..k.offset + k.len]) == c.id)
+            .unwrap();
+        let raw = &data[cut.offset..cut.offset + cut.len];
+        blocksnap::format::chunk::encode(raw, &mut ours).len() as u32 != c.stored_len
+    });
+    assert!(differs, "level 3 and level 19 encoded every chunk alike");
+    let keys = repo.resolve(&Selector::All).unwrap();
+    let v = verify::verify(&repo, &keys, Level::Full, &Silent).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+    let target = dir.path().join("restored");
+    restore_to(&repo, Selector::Latest, &target, None).unwrap();
+    assert_eq!(std::fs::read(target.join("table.ldb")).unwrap(), data);
+}

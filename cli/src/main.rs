@@ -273,7 +273,9 @@ enum Command {
         /// containers, whose host names change).
         #[arg(long, env = "BLOCKSNAP_HOST")]
         host: Option<String>,
-        /// Files chunked in parallel (default: two per CPU locally, 32 on S3).
+        /// Parallelism, the one knob: at most N files chunked at once (never
+        /// more than the CPUs) and N store writes in flight (default: one
+        /// worker per CPU; 8 local writes, 32 S3 requests).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         #[command(flatten)]

@@ -49,6 +49,7 @@ pub mod stage;
 pub mod stats;
 pub mod store;
 pub mod testhook;
+mod upload;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -12,9 +12,12 @@
 //! written. An interrupted snapshot therefore leaves chunks but no manifest,
 //! and re-running it finds those chunks present and stores only the rest.
 //!
-//! Files are processed in parallel on rayon, each by one worker: small files
-//! (LevelDB tables are ~2 MiB) are memory-mapped, larger ones streamed, so
-//! memory stays bounded by threads × largest chunk, not by the tree.
+//! Files are processed in parallel on rayon, each by one worker (one per
+//! core by default): small files (LevelDB tables are ~2 MiB) are
+//! memory-mapped, larger ones streamed. Workers hand the chunks to store to
+//! put threads through a queue bounded in bytes ([`crate::upload`]), so
+//! memory stays bounded by workers × the mapping limit plus that budget,
+//! not by the tree or the store's request count.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
@@ -44,10 +47,17 @@ use crate::progress::Progress;
 use crate::publish;
 use crate::repo::{now_unix_ns, Repository};
 use crate::store::Counts;
+use crate::upload::{Stopped, Uploads};
 
-/// Files larger than this are streamed instead of mapped, so a large log
-/// does not inflate resident memory.
-const MMAP_MAX: u64 = 64 << 20;
+/// Files larger than this are streamed instead of mapped, so that mapped
+/// pages (which count as the process's resident memory) stay under workers
+/// × this, whatever the files' sizes. LevelDB tables (~2 MiB) are mapped.
+const MMAP_MAX: u64 = 16 << 20;
+
+/// Threads putting objects, at least: a local store's puts mostly wait for
+/// fsync, and concurrent fsyncs are committed together by the filesystem's
+/// journal, while the workers go on compressing.
+pub const MIN_PUTTERS: usize = 8;
 
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotOptions {
@@ -83,9 +93,10 @@ pub struct SnapshotOptions {
     /// Relative paths of symlinks that a stage made to stand for a
     /// directory on another filesystem: followed, recorded as directories.
     pub dir_links: HashSet<String>,
-    /// Files chunked in parallel (0: two per CPU, so that one worker's
-    /// compression overlaps another's writes and fsyncs, or the store's
-    /// suggested number of requests in flight when that is more).
+    /// The one knob for parallelism: at most this many files chunked at
+    /// once (never more than the CPUs) and this many store writes in
+    /// flight. 0: one worker per CPU, and the store's suggested number of
+    /// requests (at least [`MIN_PUTTERS`]).
     pub jobs: usize,
     /// The manifest's creation time (ns since the epoch) instead of the
     /// clock's: for simulations that compress weeks into minutes.
@@ -308,8 +319,9 @@ pub fn execute(
 
     let writer = ChunkWriter::new(repo, index);
     progress.begin("snapshot", plan.bytes);
-    let mut results = store_files(plan, opts, state, &writer, progress)?;
+    let stored = store_files(plan, opts, state, writer, progress)?;
     progress.end();
+    let mut results = stored.files;
     let files_from_cache = results.values().filter(|r| r.from_cache).count() as u64;
 
     let mut records: Vec<(String, FileRecord)> = Vec::new();
@@ -349,8 +361,8 @@ pub fn execute(
     };
     let parent = previous_of(repo, &snapshots, &host, &plan.label)?;
     let mut stats = Stats {
-        new_chunks: writer.new_chunks.load(Ordering::Relaxed),
-        new_stored_bytes: writer.new_bytes.load(Ordering::Relaxed),
+        new_chunks: stored.new_chunks,
+        new_stored_bytes: stored.new_bytes,
         ..Stats::default()
     };
     for (_, size, _, chunks) in entries.iter().filter_map(file_of) {
@@ -402,8 +414,8 @@ pub fn execute(
     Ok(SnapshotReport {
         key,
         entries: manifest.entries.len() as u64,
-        reused_chunk_refs: stats.chunk_refs - writer.stored_refs.load(Ordering::Relaxed),
-        bytes_read: writer.bytes_read.load(Ordering::Relaxed),
+        reused_chunk_refs: stats.chunk_refs - stored.new_chunks,
+        bytes_read: stored.bytes_read,
         stats,
         normalised_ip: plan.ip,
         warnings,
@@ -447,15 +459,28 @@ fn fit_warnings(warnings: &[String]) -> Vec<String> {
     out
 }
 
-/// Chunks and stores every planned file (or takes it from the stat cache),
-/// in parallel; keyed by the item's index in the plan.
+/// What [`store_files`] did: each planned file's result, keyed by the
+/// item's index in the plan, and the counts of what was stored.
+struct Stored {
+    files: HashMap<usize, FileResult>,
+    new_chunks: u64,
+    new_bytes: u64,
+    bytes_read: u64,
+}
+
+/// Chunks and stores every planned file (or takes it from the stat cache):
+/// `jobs` workers chunk, hash and compress (one per core by default), while
+/// the store's suggested number of threads put what they hand over
+/// ([`Uploads`], bounded in bytes).
 fn store_files(
     plan: &SnapshotPlan,
     opts: &SnapshotOptions,
     state: Option<&LocalState>,
-    writer: &ChunkWriter<'_>,
+    writer: ChunkWriter<'_>,
     progress: &dyn Progress,
-) -> Result<HashMap<usize, FileResult>> {
+) -> Result<Stored> {
+    let owned = writer;
+    let writer = &owned;
     let cached = |item: &Item| -> Option<FileResult> {
         let state = state.filter(|_| !opts.rehash)?;
         let rec = state.file(&plan.label, &item.rel)?;
@@ -501,17 +526,17 @@ fn store_files(
         .enumerate()
         .filter(|(_, item)| item.is_file())
         .collect();
-    let jobs = match opts.jobs {
-        0 => (2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(writer.repo.store().parallelism()),
-        n => n,
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (jobs, putters) = match opts.jobs {
+        0 => (cpus, writer.repo.store().parallelism().max(MIN_PUTTERS)),
+        n => (n.min(cpus), n),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build()
         .map_err(|e| Error::Refused(format!("cannot start {jobs} snapshot workers: {e}")))?;
     let chunker = writer.repo.config().chunker;
-    pool.install(|| {
+    let work = || {
         files
             .par_iter()
             .map(|&(i, item)| {
@@ -532,7 +557,50 @@ fn store_files(
                 progress.advance(r.size);
                 Ok((i, r))
             })
-            .collect::<Result<_>>()
+            .collect::<Result<HashMap<_, _>>>()
+    };
+    let files = std::thread::scope(|s| {
+        for _ in 0..putters {
+            s.spawn(|| writer.uploads.run());
+        }
+        let files = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(work)))
+            .unwrap_or_else(|panic| {
+                // Put threads must not wait for a close that never comes.
+                writer.uploads.stop();
+                std::panic::resume_unwind(panic)
+            });
+        match &files {
+            Ok(_) => writer.uploads.close(),
+            Err(_) => writer.uploads.stop(),
+        }
+        files
+    });
+    let ChunkWriter {
+        uploads,
+        bytes_read,
+        ..
+    } = owned;
+    // A failed put is the cause of whatever the workers then met.
+    let outcome = uploads.finish()?;
+    let mut files = files?;
+    if !outcome.sizes.is_empty() {
+        for r in files.values_mut() {
+            let records = r.record.iter_mut().flat_map(|rec| rec.chunks.iter_mut());
+            for c in r.chunks.iter_mut().chain(records) {
+                if let Some(&n) = outcome.sizes.get(&c.id) {
+                    c.stored_len = u32::try_from(n).map_err(|_| Error::Format {
+                        key: layout::chunk_key(&c.id),
+                        cause: FormatError::corrupt(format!("stored object of {n} bytes")),
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(Stored {
+        files,
+        new_chunks: outcome.new_chunks,
+        new_bytes: outcome.new_bytes,
+        bytes_read: bytes_read.into_inner(),
     })
 }
 
@@ -771,21 +839,25 @@ struct FileResult {
     from_cache: bool,
 }
 
-/// Stores chunks once: remembers what this snapshot has seen and asks the
-/// store only about the rest.
+/// Stores chunks once: remembers what this snapshot has seen, and hands
+/// the chunks it has to store to [`Uploads`], so that workers chunk and
+/// compress while the store writes.
 struct ChunkWriter<'r> {
     repo: &'r Repository,
     index: ChunkIndex,
-    /// Chunks this snapshot has stored or is storing. A worker that meets a
-    /// chunk another worker is storing waits for it rather than racing it
-    /// to the store (which would cost a refused PUT and a HEAD).
+    /// Chunks this snapshot has met: being compressed by a worker, or
+    /// handed over with the length this writer encoded (the store may hold
+    /// another encoding: [`Outcome::sizes`]). A worker that meets a chunk
+    /// another is compressing waits for it rather than compressing it too.
     seen: Mutex<HashMap<ChunkId, Slot>>,
-    stored: Condvar,
-    new_chunks: AtomicU64,
-    new_bytes: AtomicU64,
-    stored_refs: AtomicU64,
+    compressed: Condvar,
+    uploads: Uploads<'r>,
     bytes_read: AtomicU64,
 }
+
+/// Objects queued or being put at once, at most: what bounds a snapshot's
+/// memory for objects, whatever the store's request count.
+const UPLOAD_BUDGET: u64 = 64 << 20;
 
 impl<'r> ChunkWriter<'r> {
     fn new(repo: &'r Repository, index: ChunkIndex) -> Self {
@@ -793,15 +865,14 @@ impl<'r> ChunkWriter<'r> {
             repo,
             index,
             seen: Mutex::new(HashMap::new()),
-            stored: Condvar::new(),
-            new_chunks: AtomicU64::new(0),
-            new_bytes: AtomicU64::new(0),
-            stored_refs: AtomicU64::new(0),
+            compressed: Condvar::new(),
+            uploads: Uploads::new(repo.store(), UPLOAD_BUDGET),
             bytes_read: AtomicU64::new(0),
         }
     }
 
-    /// Returns the stored length of the chunk, storing it if needed.
+    /// The stored length of the chunk as this snapshot records it, handing
+    /// the chunk to the uploads if the store may lack it.
     fn put(
         &self,
         data: &[u8],
@@ -815,8 +886,8 @@ impl<'r> ChunkWriter<'r> {
             let mut seen = self.seen.lock().expect("seen lock");
             loop {
                 match seen.get(&id) {
-                    Some(Slot::Stored(len)) => return Ok(*len),
-                    Some(Slot::Busy) => seen = self.stored.wait(seen).expect("seen lock"),
+                    Some(Slot::Handed(len)) => return Ok(*len),
+                    Some(Slot::Busy) => seen = self.compressed.wait(seen).expect("seen lock"),
                     None => {
                         seen.insert(id, Slot::Busy);
                         break;
@@ -824,62 +895,43 @@ impl<'r> ChunkWriter<'r> {
                 }
             }
         }
-        let stored = self.store_new(data, id, compressor);
+        let handed = self.hand_over(data, id, compressor);
         let mut seen = self.seen.lock().expect("seen lock");
-        match &stored {
-            Ok(len) => seen.insert(id, Slot::Stored(*len)),
+        match &handed {
+            Ok(len) => seen.insert(id, Slot::Handed(*len)),
             // A waiting worker tries itself (and most likely fails the same way).
             Err(_) => seen.remove(&id),
         };
-        self.stored.notify_all();
-        stored
+        self.compressed.notify_all();
+        handed
     }
 
-    /// Stores a chunk this snapshot has not met before, unless the store
-    /// has it; returns its stored length.
-    fn store_new(
+    /// Encodes a chunk this snapshot has not met before and queues it;
+    /// returns its encoded length.
+    fn hand_over(
         &self,
         data: &[u8],
         id: ChunkId,
         compressor: &mut zstd::bulk::Compressor<'_>,
     ) -> Result<u32> {
         let key = layout::chunk_key(&id);
-        let store = self.repo.store();
-        // With a complete index a chunk missing from it is new: put it
-        // without asking (the put still never overwrites).
-        let present = if self.index.complete {
-            None
-        } else {
-            store.size(&key)?
-        };
-        let stored_len = match present {
-            Some(n) => n,
-            None => {
-                let object = chunk::encode(data, compressor);
-                if store.put_if_absent(&key, &object)? {
-                    self.new_chunks.fetch_add(1, Ordering::Relaxed);
-                    self.new_bytes
-                        .fetch_add(object.len() as u64, Ordering::Relaxed);
-                    self.stored_refs.fetch_add(1, Ordering::Relaxed);
-                    object.len() as u64
-                } else {
-                    store.size(&key)?.unwrap_or(object.len() as u64)
-                }
-            }
-        };
-        let stored_len = u32::try_from(stored_len).map_err(|_| Error::Format {
+        let object = chunk::encode(data, compressor);
+        let len = u32::try_from(object.len()).map_err(|_| Error::Format {
             key: key.clone(),
-            cause: crate::format::FormatError::corrupt(format!(
-                "stored object of {stored_len} bytes"
-            )),
+            cause: FormatError::corrupt(format!("encoded object of {} bytes", object.len())),
         })?;
-        Ok(stored_len)
+        // With a complete index a chunk missing from it is new: put it
+        // without asking first (the put still never overwrites).
+        self.uploads
+            .push(key, id, object, !self.index.complete)
+            .map_err(|Stopped| Error::Refused("stopped: a store write failed".into()))?;
+        Ok(len)
     }
 }
 
 enum Slot {
     Busy,
-    Stored(u32),
+    Handed(u32),
 }
 
 /// Files changed this recently before they are read are not remembered:
