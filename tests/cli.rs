@@ -1214,3 +1214,103 @@ fn copy_to_another_repository() {
     };
     assert_eq!(listed(&dest), listed(&s.repo()));
 }
+
+/// `--priority auto` keeps the node's downtime at full speed and yields
+/// once the node runs again; `--limit-upload`/`--limit-download` pace the
+/// bytes; a bad rate is refused.
+#[test]
+fn priority_is_lowered_once_the_node_runs_and_bandwidth_is_limited() {
+    let s = Setup::new();
+    let nice_file = s.dir.path().join("start-nice");
+    // Field 19 of /proc/PID/stat is the nice value of the start command,
+    // which blocksnap runs before it lowers itself.
+    let start = format!(
+        "awk '{{print $19}}' /proc/self/stat > {}",
+        nice_file.display()
+    );
+    let staged = |priority: &str, height: &str| {
+        blocksnap(&s.repo())
+            .args(["-v", "snapshot", "--height", height, "--priority", priority])
+            .args(["--stop-cmd", "true", "--start-cmd", &start, "--source"])
+            .arg(s.source())
+            .output()
+            .unwrap()
+    };
+    let out = staged("auto", "1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("running at low priority (nice 19"), "{err}");
+    assert_eq!(std::fs::read_to_string(&nice_file).unwrap().trim(), "0");
+    let down = err.find("node down for").expect("downtime logged");
+    assert!(down < err.find("running at low priority").unwrap(), "{err}");
+
+    let out = staged("normal", "2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("low priority"), "{err}");
+    // A stopped node's snapshot (no --allow-live) runs at full speed.
+    let out = blocksnap(&s.repo())
+        .args(["-v", "snapshot", "--height", "3", "--source"])
+        .arg(s.source())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("low priority"));
+
+    // Pacing: a new repository, so every chunk is uploaded again.
+    let repo = s.dir.path().join("repo2");
+    blocksnap(&repo).arg("init").assert().success();
+    let started = std::time::Instant::now();
+    let out = blocksnap(&repo)
+        .args([
+            "snapshot",
+            "--json",
+            "--limit-upload",
+            "1MiB",
+            "--height",
+            "4",
+        ])
+        .args(["--no-cache", "--source"])
+        .arg(s.source())
+        .output()
+        .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = json(&out.stdout)["new_stored_bytes"].as_u64().unwrap();
+    // Everything beyond the quarter-second burst at 1 MiB/s (a lower
+    // bound only: a loaded machine may take longer).
+    let least = (stored as f64 - (256 << 10) as f64) / (1 << 20) as f64;
+    assert!(
+        least > 0.5,
+        "only {stored} bytes stored: the test shows nothing"
+    );
+    assert!(took >= least, "{stored} bytes at 1 MiB/s in {took:.2} s");
+
+    let target = s.dir.path().join("restored");
+    let started = std::time::Instant::now();
+    blocksnap(&repo)
+        .args([
+            "restore",
+            "latest",
+            "--ip",
+            "10.0.0.7",
+            "--limit-download",
+            "2MiB",
+        ])
+        .arg("--target")
+        .arg(&target)
+        .assert()
+        .success();
+    let took = started.elapsed().as_secs_f64();
+    let least = (stored as f64 - (512 << 10) as f64) / (2 << 20) as f64;
+    assert!(took >= least, "{stored} bytes at 2 MiB/s in {took:.2} s");
+
+    blocksnap(&repo)
+        .args(["list", "--limit-download", "fast"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("\"fast\" is not a rate"));
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use blocksnap::format::config::ChunkerParams;
 use blocksnap::repo::Repository;
-use blocksnap::store::{CountingStore, LocalStore, Location, Store};
+use blocksnap::store::{limited, CountingStore, LocalStore, Location, Store};
 use blocksnap::{
     cache, chunking, command, compare, copy, demo, forget, ipnorm, list, metrics, nodegen, prune,
     restore, retention, sign, snapshot, stage, verify, Selector,
@@ -132,6 +132,32 @@ struct RepoArg {
     /// Credentials other than the standard chain's (copy's destination).
     #[arg(skip)]
     credentials: Option<(String, String)>,
+    /// At most this many bytes per second written to the repository, e.g.
+    /// 20MiB (K/M/G are powers of 1024, KB/MB/GB of 1000; a bare number is
+    /// bytes per second).
+    #[arg(long, env = "BLOCKSNAP_LIMIT_UPLOAD", value_name = "RATE", value_parser = limited::parse_rate, help_heading = "Bandwidth")]
+    limit_upload: Option<u64>,
+    /// At most this many bytes per second read from the repository.
+    #[arg(long, env = "BLOCKSNAP_LIMIT_DOWNLOAD", value_name = "RATE", value_parser = limited::parse_rate, help_heading = "Bandwidth")]
+    limit_download: Option<u64>,
+}
+
+/// Whether to run at low CPU and I/O priority (commands without a node
+/// lifecycle: low or normal).
+#[derive(clap::Args)]
+struct PriorityArg {
+    /// `low`: nice 19 and the lowest best-effort I/O level, for work on a
+    /// host whose node is running.
+    #[arg(long, default_value = "normal", value_parser = ["low", "normal"])]
+    priority: String,
+}
+
+impl PriorityArg {
+    fn apply(&self) {
+        if self.priority == "low" {
+            blocksnap::priority::lower_or_warn();
+        }
+    }
 }
 
 /// The destination of `copy`, with its own S3 settings.
@@ -174,6 +200,8 @@ impl ToArg {
             anonymous: false,
             credentials: var("BLOCKSNAP_TO_AWS_ACCESS_KEY_ID")
                 .zip(var("BLOCKSNAP_TO_AWS_SECRET_ACCESS_KEY")),
+            limit_upload: None,
+            limit_download: None,
         }
     }
 }
@@ -287,6 +315,11 @@ enum Command {
         /// running process (the manifest records a warning).
         #[arg(long)]
         allow_live: bool,
+        /// CPU and I/O priority: `auto` is low (nice 19, lowest best-effort
+        /// I/O) while the node runs — after a staged snapshot's start
+        /// command, or with --allow-live — and normal during downtime.
+        #[arg(long, default_value = "auto", value_name = "auto|low|normal")]
+        priority: blocksnap::priority::Priority,
         /// Staged snapshot: run this to stop the node, wait for its
         /// databases to close, freeze a view of the source, then run
         /// --start-cmd and snapshot the frozen view while the node runs.
@@ -426,6 +459,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         #[command(flatten)]
+        priority: PriorityArg,
+        #[command(flatten)]
         trust: TrustArg,
         #[command(flatten)]
         cache: CacheArg,
@@ -535,6 +570,8 @@ enum Command {
         /// stores' own: 32 with S3 at either end).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        #[command(flatten)]
+        priority: PriorityArg,
         /// Show what would be copied; copy nothing.
         #[arg(long)]
         dry_run: bool,
@@ -821,6 +858,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Opens the store `--repo` names. `jobs` (0: the store's default) bounds
 /// the requests in flight on a network store.
 fn open_store(arg: &RepoArg, access: Access, jobs: usize) -> Result<Arc<dyn Store>> {
+    let store = open_unlimited(arg, access, jobs)?;
+    let limits = limited::Limits {
+        upload: arg.limit_upload,
+        download: arg.limit_download,
+    };
+    Ok(match limits.is_none() {
+        true => store,
+        false => Arc::new(limited::LimitedStore::new(store, limits)),
+    })
+}
+
+fn open_unlimited(arg: &RepoArg, access: Access, jobs: usize) -> Result<Arc<dyn Store>> {
     match arg.repo.parse::<Location>()? {
         Location::Local(path) => {
             if arg.anonymous {
@@ -981,6 +1030,7 @@ fn run(command: Command) -> Result<Done> {
             cache,
             rehash,
             allow_live,
+            priority,
             stop_cmd,
             start_cmd,
             stop_timeout,
@@ -1019,6 +1069,7 @@ fn run(command: Command) -> Result<Done> {
                 rehash,
                 allow_live,
                 signer,
+                priority,
                 ..Default::default()
             };
             let state = open_state(&cache, &r);
@@ -1067,6 +1118,15 @@ fn run(command: Command) -> Result<Done> {
             let trust = trust.load()?;
             let r = open_cached(&repo, Access::Read, 0, &cache)?;
             Out::new(json.json).list(&list::list(&r, host.as_deref(), trust.as_deref())?);
+            if let Some(c) = r.store().request_counts() {
+                tracing::info!(
+                    "store requests: GET {}, HEAD {}, LIST {} ({} retries)",
+                    c.get,
+                    c.head,
+                    c.list,
+                    c.retries
+                );
+            }
         }
         Command::Restore {
             repo,
@@ -1130,12 +1190,14 @@ fn run(command: Command) -> Result<Done> {
             ip,
             keep_special_modes,
             jobs,
+            priority,
             host,
             trust,
             cache,
             metrics: _,
             json,
         } => {
+            priority.apply();
             let trust = trust.load()?;
             let r = open_cached(&repo, Access::Read, jobs, &cache)?;
             let bar = Bar::new(json.json);
@@ -1318,11 +1380,17 @@ fn run(command: Command) -> Result<Done> {
             host,
             to,
             jobs,
+            priority,
             dry_run,
             json,
         } => {
+            priority.apply();
             let src = open_repo(&repo, Access::Read, jobs)?;
-            let dst_arg = to.repo();
+            // The source is read (downloads), the destination written.
+            let dst_arg = RepoArg {
+                limit_upload: repo.limit_upload,
+                ..to.repo()
+            };
             let dst_store = open_store(&dst_arg, Access::Write, jobs)?;
             let dst = match Repository::open(dst_store.clone()) {
                 Err(blocksnap::Error::NoRepository { .. }) if !dry_run => {

@@ -35,6 +35,7 @@ pub mod live;
 pub mod metrics;
 #[cfg(feature = "nodegen")]
 pub mod nodegen;
+pub mod priority;
 pub mod progress;
 pub mod props;
 pub mod prune;

@@ -43,6 +43,7 @@ use crate::id::{ChunkId, Hash};
 use crate::interrupt;
 use crate::ipnorm;
 use crate::live;
+use crate::priority::Priority;
 use crate::progress::Progress;
 use crate::publish;
 use crate::repo::{now_unix_ns, Repository};
@@ -104,6 +105,9 @@ pub struct SnapshotOptions {
     /// Sign the manifest with this key before it is committed, so that it
     /// is never visible unsigned.
     pub signer: Option<Arc<crate::sign::Signer>>,
+    /// When to yield the CPU and disk to the node ([`Priority::Auto`]: once
+    /// it runs again).
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +185,16 @@ pub fn snapshot_with_state(
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
     let plan = plan(opts)?;
+    // A node that runs while this snapshot reads (`--allow-live`) gets the
+    // machine first; a stopped node's downtime wants full speed.
+    let low = match opts.priority {
+        Priority::Low => true,
+        Priority::Auto => opts.allow_live,
+        Priority::Normal => false,
+    };
+    if low {
+        crate::priority::lower_or_warn();
+    }
     execute(repo, &plan, opts, state, progress)
 }
 

@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::fsx::{self, DirFd, EntryType};
 use crate::interrupt;
 use crate::live;
+use crate::priority::Priority;
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository};
 use crate::snapshot::{self, SnapshotOptions, SnapshotReport, RACY};
@@ -194,6 +195,11 @@ pub fn snapshot_staged(
 ) -> Result<(SnapshotReport, StageReport)> {
     let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
     let staged = stage(opts, stage_opts)?;
+    // The node runs again: what is left (reading, compressing, uploading
+    // the stage) yields to it.
+    if opts.priority != Priority::Normal {
+        crate::priority::lower_or_warn();
+    }
     let mut from_stage = opts.clone();
     from_stage.source = staged.dir.clone();
     from_stage.label = Some(source);

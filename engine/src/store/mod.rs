@@ -20,6 +20,7 @@
 
 pub mod counting;
 pub mod faulty;
+pub mod limited;
 pub mod local;
 pub mod location;
 pub mod memory;
@@ -29,6 +30,7 @@ use crate::format::FormatError;
 
 pub use counting::{CountingStore, Counts};
 pub use faulty::FaultyStore;
+pub use limited::{LimitedStore, Limits};
 pub use local::LocalStore;
 pub use location::{BadLocation, Location};
 pub use memory::MemoryStore;
