@@ -35,11 +35,11 @@ out="$work/audit"
 rm -rf "$out" && mkdir -p "$out"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.size-$size_mib" ]; then
+if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
   rm -rf "$work/node-base"
   echo "generating a ${size_mib} MiB node (kept for later runs)..." >&2
   "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.size-$size_mib"
+  touch "$work/node-base.gen2.size-$size_mib"
 fi
 node="$base"
 data=$(du -sb "$node" | cut -f1)

@@ -16,10 +16,10 @@ bin="${BLOCKSNAP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/blocksnap}"
 work="${BENCH_DIR:-$HOME/.cache/blocksnap-bench}"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.size-$size_mib" ]; then
+if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
   rm -rf "$work/node-base"
   "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.size-$size_mib"
+  touch "$work/node-base.gen2.size-$size_mib"
 fi
 rm -rf "$work/cs" && mkdir -p "$work/cs"
 cp -a "$work/node-base" "$work/cs/node"

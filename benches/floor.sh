@@ -7,6 +7,7 @@
 #   full snapshot             tar -cf - | zstd -1 -T0 (read, compress) + dd conv=fsync of the stored bytes
 #   incremental (+BLOCKS)     b3sum of the changed files + dd conv=fsync of the new stored bytes
 #   restore                   zstd -d of the compressed tar | tar -x, then sync
+#   restore, cold cache       the same after dropping the page cache (as root)
 #   verify --full             b3sum of the chunk objects (read) + zstd -d | b3sum of the same
 #                             content (decompress and hash)
 #
@@ -25,10 +26,10 @@ done
 out="$work/floor"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.size-$size_mib" ]; then
+if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
   rm -rf "$work/node-base"
   "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.size-$size_mib"
+  touch "$work/node-base.gen2.size-$size_mib"
 fi
 rm -rf "$out" && mkdir -p "$out/node"
 node="$out/node/loopchain"
@@ -81,6 +82,16 @@ warm "$repo" "$out/node.tar.zst"
 mkdir -p "$out/untar"
 run untar sh -c "zstd -d -q -c '$out/node.tar.zst' | tar -C '$out/untar' -xf - && sync"
 run restore "$bin" restore --repo "$repo" latest --ip 10.0.0.7 --target "$out/restored" --json
+# As on a new machine: nothing in the page cache (root only).
+cold=""
+if [ -w /proc/sys/vm/drop_caches ]; then
+  cold=1
+  drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+  rm -rf "$out/untar" && mkdir -p "$out/untar" && drop
+  run untar_cold sh -c "zstd -d -q -c '$out/node.tar.zst' | tar -C '$out/untar' -xf - && sync"
+  rm -rf "$out/restored" && drop
+  run restore_cold "$bin" restore --repo "$repo" latest --ip 10.0.0.7 --target "$out/restored" --json
+fi
 
 echo "== verify" >&2
 warm "$repo"
@@ -102,6 +113,7 @@ row() {
 row "tar \| zstd -1 -T0, dd conv=fsync" snap_full "full snapshot" tar_zstd dd_full
 row "b3sum changed files, dd conv=fsync" snap_incr "incremental (+$blocks blocks)" b3_changed dd_incr
 row "zstd -d \| tar -x, sync" restore "restore" untar
+[ -z "$cold" ] || row "zstd -d \| tar -x, sync, cold cache" restore_cold "restore, cold cache" untar_cold
 row "b3sum of the chunk objects; zstd -d \| b3sum of the same content" verify "verify --full" b3_repo unzstd_b3
 echo
 echo "node $(du -sb "$node" | cut -f1) bytes, $(wc -l <"$out/changed.txt") files changed by +$blocks blocks; repository $(du -sb "$repo" | cut -f1) bytes; $cpus cores; local store on $(df --output=fstype "$out" | tail -1)."

@@ -25,10 +25,10 @@ for f in "$bin" "$s3s"; do [ -x "$f" ] || { echo "missing $f (see the header)" >
 out="$work/seeded"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.size-$size_mib" ]; then
+if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
   rm -rf "$work/node-base"
   "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.size-$size_mib"
+  touch "$work/node-base.gen2.size-$size_mib"
 fi
 rm -rf "$out" && mkdir -p "$out/s3/bench"
 node="$out/node/loopchain"

@@ -140,9 +140,7 @@ impl Node {
             let mut batch = WriteBatch::default();
             for _ in 0..keys / self.state.len() as u64 {
                 let key = format!("state:{:016x}", rng.next_u64() % space).into_bytes();
-                let mut value = vec![0u8; 40 + skewed(&mut rng, 360) as usize];
-                rng.fill_bytes(&mut value);
-                batch.put(key, hex_bytes(&value));
+                batch.put(key, state_value(&mut rng));
             }
             self.state[db].write(batch).map_err(db_err(&self.root))?;
         }
@@ -161,7 +159,9 @@ impl Node {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ h.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let storage = self.root.join(".storage");
 
-        // Block body: a header, transactions with hashes and signatures.
+        // Block body: JSON with hex hashes and signatures, as loopchain
+        // stores blocks (the state below is binary, as the score engine
+        // stores it).
         let txs = 1 + skewed(&mut rng, 60);
         let mut body = format!(
             "{{\"height\":{h},\"prev\":\"{}\",\"txs\":[",
@@ -177,9 +177,10 @@ impl Node {
             ));
         }
         body.push_str("]}");
-        let hash = blake3::hash(body.as_bytes());
+        let body = body.into_bytes();
+        let hash = blake3::hash(&body);
         let mut batch = WriteBatch::default();
-        batch.put(block_key(h), body.as_bytes());
+        batch.put(block_key(h), &body);
         batch.put(hash.as_bytes(), h.to_le_bytes());
         batch.put(HEIGHT_KEY, h.to_le_bytes());
         self.block_db.write(batch).map_err(db_err(&storage))?;
@@ -190,16 +191,14 @@ impl Node {
             let mut batch = WriteBatch::default();
             for _ in 0..n {
                 let key = state_key(&mut rng, h * 4);
-                let mut value = vec![0u8; 40 + skewed(&mut rng, 360) as usize];
-                rng.fill_bytes(&mut value);
-                batch.put(key, hex_bytes(&value));
+                batch.put(key, state_value(&mut rng));
             }
             self.state[db].write(batch).map_err(db_err(&self.root))?;
         }
         let score = (rng.next_u64() % SCORES as u64) as usize;
         let key = state_key(&mut rng, h);
         self.scores[score]
-            .put(key, hex(&mut rng, 48).as_bytes())
+            .put(key, random(&mut rng, 48))
             .map_err(db_err(&self.root))?;
         Ok(())
     }
@@ -229,13 +228,31 @@ fn state_key(rng: &mut ChaCha8Rng, space: u64) -> Vec<u8> {
 }
 
 fn hex(rng: &mut ChaCha8Rng, n: usize) -> String {
-    let mut b = vec![0u8; n];
-    rng.fill_bytes(&mut b);
-    hex::encode(b)
+    hex::encode(random(rng, n))
 }
 
-fn hex_bytes(b: &[u8]) -> Vec<u8> {
-    hex::encode(b).into_bytes()
+fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    rng.fill_bytes(&mut b);
+    b
+}
+
+/// A state value as a node stores it: an RLP-like list of a few small
+/// integers (balances, nonces, with leading zero bytes) and hashes.
+fn state_value(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let len = 40 + skewed(rng, 360) as usize;
+    let mut v = Vec::with_capacity(len + 16);
+    v.extend_from_slice(&[0xf8, len as u8]);
+    while v.len() < len {
+        if rng.next_u64().is_multiple_of(3) {
+            v.push(0x88);
+            v.extend_from_slice(&(rng.next_u64() >> (8 + rng.next_u64() % 48)).to_be_bytes());
+        } else {
+            v.push(0xa0);
+            v.extend_from_slice(&random(rng, 32));
+        }
+    }
+    v
 }
 
 /// Bytes of regular files under `root`.
