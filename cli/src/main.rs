@@ -760,7 +760,23 @@ impl Done {
     }
 }
 
+/// glibc gives threads that allocate at once arenas of their own (up to
+/// eight per core), and each arena keeps the chunk buffers freed in it:
+/// with tens of store threads that retained memory was most of a
+/// restore's resident set. Two arenas: S3 restore of 1 GiB, peak RSS 153
+/// → 99 MiB at the same speed (benches/s3.sh). Set before any thread
+/// starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocator settings; no thread
+    // allocates concurrently yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     output::set_quiet(cli.quiet);
     init_logs(cli.verbose);

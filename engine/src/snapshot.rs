@@ -871,7 +871,7 @@ struct ChunkWriter<'r> {
 
 /// Objects queued or being put at once, at most: what bounds a snapshot's
 /// memory for objects, whatever the store's request count.
-const UPLOAD_BUDGET: u64 = 64 << 20;
+const UPLOAD_BUDGET: u64 = 32 << 20;
 
 impl<'r> ChunkWriter<'r> {
     fn new(repo: &'r Repository, index: ChunkIndex) -> Self {

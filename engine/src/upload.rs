@@ -172,8 +172,7 @@ impl<'s> Uploads<'s> {
                 }
             };
             let len = job.object.len() as u64;
-            let done = self.put(&job);
-            drop(job);
+            let done = self.put(job);
             let mut s = self.lock();
             s.bytes -= len;
             match done {
@@ -195,13 +194,14 @@ impl<'s> Uploads<'s> {
         }
     }
 
-    fn put(&self, job: &Job) -> Result<Put> {
+    fn put(&self, job: Job) -> Result<Put> {
         crate::interrupt::check()?;
         let present = match job.check_first {
             true => self.store.size(&job.key)?,
             false => None,
         };
-        if present.is_none() && self.store.put_if_absent(&job.key, &job.object)? {
+        let len = job.object.len() as u64;
+        if present.is_none() && self.store.put_owned(&job.key, job.object)? {
             return Ok(Put::New);
         }
         // Stored by another writer (or an earlier, interrupted run): record
@@ -211,7 +211,7 @@ impl<'s> Uploads<'s> {
             None => self.store.size(&job.key)?,
         };
         Ok(Put::Existing(match present {
-            Some(n) if n != job.object.len() as u64 => Some((job.id, n)),
+            Some(n) if n != len => Some((job.id, n)),
             // Equal, or gone again (a prune's sweep can only delete a chunk
             // this writer's commit then refuses: FORMAT.md §10).
             _ => None,

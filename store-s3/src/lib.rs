@@ -180,12 +180,13 @@ impl S3Store {
         format!("{}{}", self.prefix, key)
     }
 
-    fn put_plain(&self, key: &str, bytes: &[u8], conditional: bool) -> Result<PutOutcome> {
+    fn put_plain(&self, key: &str, body: &bytes::Bytes, conditional: bool) -> Result<PutOutcome> {
         let object = self.object_key(key);
         let attempts = AtomicU32::new(0);
         // The server checks the body against this and refuses a body
         // damaged on the way (retried); over plain http nothing else would.
-        let md5 = content_md5(bytes);
+        let md5 = content_md5(body);
+        let bytes = body;
         let outcome = self.run(Op::Put, key, || {
             attempts.fetch_add(1, Ordering::Relaxed);
             let mut req = self
@@ -195,7 +196,7 @@ impl S3Store {
                 .key(&object)
                 .content_length(bytes.len() as i64)
                 .content_md5(md5.clone())
-                .body(ByteStream::from(bytes.to_vec()));
+                .body(ByteStream::from(body.clone()));
             if conditional {
                 req = req.if_none_match("*");
             }
@@ -287,20 +288,33 @@ impl Store for S3Store {
                     return Attempt::Done(Vec::new());
                 }
                 // A body cut short after the headers is a transient
-                // failure like any other: read it again.
-                match resp.body.collect().await {
-                    Ok(body) => {
-                        let bytes = body.into_bytes().to_vec();
-                        if bytes.len() as u64 != declared {
-                            Attempt::Retry(format!(
-                                "body of {} bytes, Content-Length said {declared}",
-                                bytes.len()
-                            ))
-                        } else {
-                            Attempt::Done(bytes)
+                // failure like any other: read it again. Read straight into
+                // one buffer of the declared size (no aggregate, no second
+                // copy): with tens of requests in flight, copies are what
+                // memory goes to.
+                let mut body = resp.body;
+                let mut bytes = Vec::with_capacity(declared as usize);
+                loop {
+                    match body.next().await {
+                        Some(Ok(part)) if bytes.len() + part.len() <= declared as usize => {
+                            bytes.extend_from_slice(&part)
                         }
+                        Some(Ok(_)) => {
+                            return Attempt::Retry(format!(
+                                "body longer than its Content-Length ({declared})"
+                            ))
+                        }
+                        Some(Err(e)) => return Attempt::Retry(format!("reading the body: {e}")),
+                        None => break,
                     }
-                    Err(e) => Attempt::Retry(format!("reading the body: {e}")),
+                }
+                if bytes.len() as u64 != declared {
+                    Attempt::Retry(format!(
+                        "body of {} bytes, Content-Length said {declared}",
+                        bytes.len()
+                    ))
+                } else {
+                    Attempt::Done(bytes)
                 }
             }
         })?;
@@ -311,6 +325,13 @@ impl Store for S3Store {
     }
 
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        self.put_owned(key, bytes.to_vec())
+    }
+
+    /// The body is shared by every attempt, never copied.
+    fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        let bytes = bytes::Bytes::from(bytes);
+        let bytes = &bytes;
         if !self.no_conditional_put.load(Ordering::Relaxed) {
             match self.put_plain(key, bytes, true)? {
                 PutOutcome::Written => return Ok(true),

@@ -87,6 +87,10 @@ impl<S: Store> Store for CountingStore<S> {
         self.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put_if_absent(key, bytes)
     }
+    fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_owned(key, bytes)
+    }
     fn size(&self, key: &str) -> Result<Option<u64>> {
         self.sizes.fetch_add(1, Ordering::Relaxed);
         self.inner.size(key)

@@ -47,6 +47,10 @@ impl<S: Store> Store for FaultyStore<S> {
         Self::spend(&self.puts_left, "put", key)?;
         self.inner.put_if_absent(key, bytes)
     }
+    fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        Self::spend(&self.puts_left, "put", key)?;
+        self.inner.put_owned(key, bytes)
+    }
     fn size(&self, key: &str) -> Result<Option<u64>> {
         self.inner.size(key)
     }

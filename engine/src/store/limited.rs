@@ -100,6 +100,12 @@ impl<S: Store> Store for LimitedStore<S> {
         }
         self.inner.put_if_absent(key, bytes)
     }
+    fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        if let Some(b) = &self.up {
+            b.pace(bytes.len() as u64);
+        }
+        self.inner.put_owned(key, bytes)
+    }
     fn size(&self, key: &str) -> Result<Option<u64>> {
         self.inner.size(key)
     }

@@ -54,6 +54,14 @@ pub trait Store: Send + Sync {
     /// Writes the object unless the key exists. Returns whether it wrote.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool>;
 
+    /// [`Store::put_if_absent`] of bytes the caller gives up, so that a
+    /// store that hands its requests a body it owns (S3) need not copy
+    /// them: with tens of puts in flight, copies are what memory goes to.
+    /// Decorators forward it to their inner store's.
+    fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.put_if_absent(key, &bytes)
+    }
+
     /// The object's size, or `None` when it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
 
@@ -105,6 +113,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
         (**self).put_if_absent(key, bytes)
+    }
+    fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        (**self).put_owned(key, bytes)
     }
     fn size(&self, key: &str) -> Result<Option<u64>> {
         (**self).size(key)
