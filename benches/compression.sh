@@ -50,7 +50,7 @@ for l in $levels; do
   rm -rf "$out/restore"
   sync
   /usr/bin/time -f '%e' -o "$out/restore$l.time" \
-    "$bin" restore latest --repo "$repo" --target "$out/restore" --no-cache >/dev/null 2>&1
+    "$bin" restore latest --repo "$repo" --ip 10.0.0.7 --target "$out/restore" >/dev/null
   r=$(tail -1 "$out/restore$l.time")
   rm -rf "$out/restore" "$repo"
   S[$l]=$stored; C[$l]=$cpu

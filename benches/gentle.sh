@@ -4,7 +4,8 @@
 # stand-in for the node (one sha256 loop per core, counting its work) runs
 # throughout; each mode takes a full staged snapshot of the same generated
 # node into a new local repository (--stop-cmd/--start-cmd true: the
-# stand-in never stops). Reported: blocksnap's wall time and how much the
+# stand-in never stops), first with every core busy, then with one.
+# Reported: blocksnap's wall time and how much the
 # stand-in slowed during it, against its rate alone.
 #
 #   benches/gentle.sh [SIZE_MIB] [LIMIT]      (defaults: 1024, 50MiB)
@@ -31,21 +32,6 @@ cp -a "$base" "$node"
 cat $(find "$node" -type f) >/dev/null
 cpus=$(nproc)
 
-pids=()
-for i in $(seq "$cpus"); do
-  python3 - "$out/standin$i" <<'PY' &
-import hashlib, os, sys, time
-buf, n = os.urandom(1 << 20), 0
-with open(sys.argv[1], "w", buffering=1) as f:
-    while True:
-        for _ in range(4):
-            hashlib.sha256(buf).digest()
-            n += 1
-        f.write("%.4f %d\n" % (time.time(), n))
-PY
-  pids+=($!)
-done
-trap 'kill ${pids[*]} 2>/dev/null' EXIT
 # rate T0 T1: MiB hashed per second by all stand-ins between two times.
 rate() {
   python3 - "$1" "$2" "$out"/standin* <<'PY'
@@ -61,13 +47,6 @@ for path in sys.argv[3:]:
 print("%.1f" % total)
 PY
 }
-sleep 2
-t0=$(date +%s.%N); sleep 8; t1=$(date +%s.%N)
-alone=$(rate "$t0" "$t1")
-echo "stand-in alone: $alone MiB/s" >&2
-
-printf '| mode | blocksnap wall | stand-in rate | stand-in slowed by |\n|---|---:|---:|---:|\n' >"$out/table.md"
-printf '| stand-in alone | | %s MiB/s | |\n' "$alone" >>"$out/table.md"
 mode() {
   local label=$1; shift
   rm -rf "$out/repo" "$out/cache"
@@ -85,9 +64,38 @@ mode() {
   tail -1 "$out/table.md" >&2
   sleep 2
 }
+# experiment N: N stand-ins (N of the cores busy), each mode once.
+experiment() {
+local n=$1
+rm -f "$out"/standin*
+pids=()
+for i in $(seq "$n"); do
+  python3 - "$out/standin$i" <<'PY' &
+import hashlib, os, sys, time
+buf, n = os.urandom(1 << 20), 0
+with open(sys.argv[1], "w", buffering=1) as f:
+    while True:
+        for _ in range(4):
+            hashlib.sha256(buf).digest()
+            n += 1
+        f.write("%.4f %d\n" % (time.time(), n))
+PY
+  pids+=($!)
+done
+trap 'kill ${pids[*]} 2>/dev/null' EXIT
+sleep 2
+t0=$(date +%s.%N); sleep 8; t1=$(date +%s.%N)
+alone=$(rate "$t0" "$t1")
+echo "$n stand-ins alone: $alone MiB/s" >&2
+printf '| %s of %s cores busy: stand-in alone | | %s MiB/s | |\n' "$n" "$cpus" "$alone" >>"$out/table.md"
 mode "--priority normal" --priority normal
 mode "default (auto: low once the node runs)"
 mode "default + --limit-upload $limit" --limit-upload "$limit"
+kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
+}
+printf '| mode | blocksnap wall | stand-in rate | stand-in slowed by |\n|---|---:|---:|---:|\n' >"$out/table.md"
+experiment "$cpus"
+experiment 1
 cat "$out/table.md"
 echo
-echo "node $(du -sb "$node" | cut -f1) bytes; $cpus stand-in processes on $cpus cores; local store; $(date -u +%F)."
+echo "node $(du -sb "$node" | cut -f1) bytes; stand-ins: sha256 loops, one per busy core; local store; $(date -u +%F)."

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A repository with many snapshots on the S3 test server (s3s-fs): does
 # working with one snapshot stay cheap? Writes N synthetic hourly snapshots
-# (benches/verify_scale.rs: 900 files of 3 chunks, 22 changing per hour,
-# stand-in chunk objects) straight into s3s-fs's directory, then one real
+# (benches/verify_scale.rs: 50 files of one chunk, 2 changing per hour,
+# stand-in chunk objects: many snapshots, not many chunks, which s3s-fs
+# lists slowly) straight into s3s-fs's directory, then one real
 # snapshot of a generated node on top through S3, and times, with the
 # store requests each makes:
 #   list (manifest cache cold, then warm), restore latest (the real one),
@@ -23,7 +24,7 @@ out="$work/many-snapshots"
 rm -rf "$out" && mkdir -p "$out/s3/bench"
 echo "== writing $n synthetic snapshots" >&2
 t0=$(date +%s.%N)
-(cd "$root" && cargo bench -q -p blocksnap-engine --bench verify_scale -- "$out/s3/bench/repo" "$n" >&2)
+(cd "$root" && cargo bench -q -p blocksnap-engine --bench verify_scale -- "$out/s3/bench/repo" "$n" 50 1 2 >&2)
 echo "  $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
 rm -rf "$out/s3/bench/repo/tmp"
 

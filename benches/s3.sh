@@ -60,18 +60,21 @@ cat $(find "$node" -type f) >/dev/null
 echo "node: $data bytes, s3s-fs at $endpoint" >&2
 
 # run NAME CMD...: wall time and the command's JSON output.
-declare -A T M
+declare -A T M C
 run() {
   local name=$1; shift
   sync
   local t0 t1
   t0=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$work/s3out/$name.rss" "$@" >"$work/s3out/$name.json" 2>"$work/s3out/$name.err" ||
+  /usr/bin/time -f '%M %U %S' -o "$work/s3out/$name.rss" "$@" >"$work/s3out/$name.json" 2>"$work/s3out/$name.err" ||
     { echo "$name failed:" >&2; cat "$work/s3out/$name.err" >&2; exit 1; }
   t1=$(date +%s.%N)
   T[$name]=$(echo "$t1 - $t0" | bc)
-  M[$name]=$(( $(tail -1 "$work/s3out/$name.rss") / 1024 ))
-  echo "  $name: ${T[$name]} s, ${M[$name]} MiB peak RSS" >&2
+  local m u sy
+  read -r m u sy < <(tail -1 "$work/s3out/$name.rss")
+  M[$name]=$((m / 1024))
+  C[$name]=$(echo "$u + $sy" | bc)
+  echo "  $name: ${T[$name]} s, ${C[$name]} CPU-s, ${M[$name]} MiB peak RSS" >&2
 }
 req() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])).get('requests') or {}; print('PUT %d GET %d HEAD %d LIST %d retries %d' % (r.get('put',0), r.get('get',0), r.get('head',0), r.get('list',0), r.get('retries',0)))" "$1"; }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
@@ -115,4 +118,8 @@ printf "restore (fetch, decompress, hash, write, fsync) takes %s s: %.0f %% of t
 printf "stored: full %s bytes in %s new chunks; incremental %s bytes in %s new chunks\n" \
   "$(field "$work/s3out/s3_full.json" new_stored_bytes)" "$(field "$work/s3out/s3_full.json" new_chunks)" \
   "$(field "$work/s3out/s3_incr.json" new_stored_bytes)" "$(field "$work/s3out/s3_incr.json" new_chunks)"
+gib=$(echo "$restored / 1073741824" | bc -l)
+printf "client CPU-seconds per GiB restored: restore %.2f (%.2f s for %s bytes), plain GET %.2f; the server's CPU is not counted\n" \
+  "$(echo "${C[s3_restore]} / $gib" | bc -l)" "${C[s3_restore]}" "$restored" "$(echo "${C[parallel_get]} / $gib" | bc -l)"
+printf "client CPU-seconds per GiB of node data: full snapshot %.2f\n" "$(echo "${C[s3_full]} * 1073741824 / $data" | bc -l)"
 : "$chunk_bytes"

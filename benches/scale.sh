@@ -3,7 +3,8 @@
 # 1, 4 and 8 GiB): full snapshot, incremental after BLOCKS blocks, restore
 # into an empty directory and verify --full, each with wall time, CPU
 # seconds and peak RSS, and time per GiB of node (issue #13, "Flat at
-# scale"). Page cache warm for the snapshot (the node was just written) and
+# scale"); and dd conv=fsync of the node's size, the disk's floor for a
+# restore (which writes and syncs that much). Page cache warm for the snapshot (the node was just written) and
 # as the machine leaves it otherwise; local store.
 #
 #   benches/scale.sh [SIZES_MIB] [BLOCKS]     (defaults: "1024 4096 8192", 1000)
@@ -45,9 +46,12 @@ for size in $sizes; do
   files=$(find "$node" -type f | wc -l)
   rm -rf "$node"
   run "restore$size" "$bin" restore --repo "$d/repo" latest --ip 10.0.0.7 --target "$d/restored" --json
+  # The disk's part of a restore: writing as many bytes durably.
+  run "dd$size" dd if=/dev/zero of="$d/dd" bs=1M count=$((bytes >> 20)) conv=fsync status=none
+  rm -f "$d/dd"
   run "verify$size" "$bin" verify --repo "$d/repo" all --full --no-cache --json
   stored=$(du -sb "$d/repo" | cut -f1)
-  for step in full incr restore verify; do
+  for step in full incr restore dd verify; do
     k="$step$size"
     rows+=("$(printf '| %s | %.2f GiB | %s | %.2f s | %.2f s/GiB | %.2f s | %s MiB |' \
       "$step" "$gib" "$files" "${T[$k]}" "$(echo "${T[$k]} / $gib" | bc -l)" "${C[$k]}" "${M[$k]}")")
@@ -58,8 +62,8 @@ done
 echo
 echo "| step | node | files | wall | wall per GiB | CPU | peak RSS |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-for step in full incr restore verify; do
+for step in full incr restore dd verify; do
   for r in "${rows[@]}"; do case "$r" in "| $step |"*) echo "$r" ;; esac; done
 done
 echo
-echo "incr: +$blocks blocks after the full snapshot; restore and verify --full read both snapshots' repository. $(nproc) cores, local store on $(df --output=fstype "$out" | tail -1), $(date -u +%F)."
+echo "incr: +$blocks blocks after the full snapshot; dd: writing the node's size with dd conv=fsync (the disk's floor for restore); restore and verify --full read both snapshots' repository. $(nproc) cores, local store on $(df --output=fstype "$out" | tail -1), $(date -u +%F)."
