@@ -494,3 +494,104 @@ fn the_manifest_cache_saves_every_manifest_read_and_never_changes_an_answer() {
     let want: BTreeSet<String> = keys[..3].iter().map(|k| k.id.to_hex()).collect();
     assert_eq!(left, want);
 }
+
+/// A store across a network: each manifest GET waits, and the most GETs
+/// ever in flight at once are recorded.
+struct Slow {
+    inner: Arc<MemoryStore>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    manifest_gets: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for Slow {
+    fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !key.starts_with(layout::SNAPSHOTS_PREFIX) {
+            return self.inner.get(key, max_len);
+        }
+        self.manifest_gets.fetch_add(1, SeqCst);
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.inner.get(key, max_len)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        self.inner.put_if_absent(key, bytes)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn location(&self) -> String {
+        "slow".into()
+    }
+    fn parallelism(&self) -> usize {
+        32
+    }
+}
+
+/// Many snapshots: `list` reads their manifests several at once and in
+/// order; the first snapshot of a new history reads the others' manifests
+/// several at once too; the next one of that history reads one.
+#[test]
+fn many_snapshots_are_read_several_at_once_and_a_parent_with_one_get() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("a");
+    fs::create_dir_all(&src).unwrap();
+    let inner = Arc::new(MemoryStore::new());
+    let slow = Arc::new(Slow {
+        inner: inner.clone(),
+        in_flight: Default::default(),
+        most: Default::default(),
+        manifest_gets: Default::default(),
+    });
+    let repo = Repository::init(slow.clone(), PARAMS, 1).unwrap();
+    for h in 1..=60u64 {
+        fs::write(src.join("f"), h.to_le_bytes()).unwrap();
+        let opts = SnapshotOptions {
+            source: src.clone(),
+            height: h,
+            host: "a".into(),
+            ..Default::default()
+        };
+        snapshot::snapshot(&repo, &opts, &Silent).unwrap();
+    }
+    slow.most.store(0, SeqCst);
+    let listed = blocksnap::list::list(&repo, None, None).unwrap();
+    let heights: Vec<u64> = listed.iter().map(|l| l.height).collect();
+    assert_eq!(heights, (1..=60).collect::<Vec<_>>());
+    assert!(listed.iter().all(|l| l.info.is_some()));
+    let most = slow.most.load(SeqCst);
+    assert!(most >= 4, "list read at most {most} manifests at once");
+
+    // Another node: its first snapshot reads every manifest, several at
+    // once, and has no parent; its second reads one manifest, its parent's.
+    let other = |h: u64| SnapshotOptions {
+        source: src.clone(),
+        height: h,
+        host: "b".into(),
+        ..Default::default()
+    };
+    slow.most.store(0, SeqCst);
+    let first = snapshot::snapshot(&repo, &other(61), &Silent).unwrap();
+    assert!(slow.most.load(SeqCst) >= 4);
+    let m = repo.load_manifest(&first.key).unwrap();
+    // Host "a"'s history is another history: no parent across hosts.
+    assert_eq!(m.parent, None);
+    slow.manifest_gets.store(0, SeqCst);
+    let second = snapshot::snapshot(&repo, &other(62), &Silent).unwrap();
+    assert_eq!(slow.manifest_gets.load(SeqCst), 1);
+    let m = repo.load_manifest(&second.key).unwrap();
+    assert_eq!(m.parent, Some(first.key.id));
+}

@@ -43,43 +43,44 @@ pub struct ListedInfo {
 pub fn list(repo: &Repository, host: Option<&str>, trust: Option<&Trust>) -> Result<Vec<Listed>> {
     let keys = repo.snapshots()?;
     let signatures = Signatures::list(repo)?;
-    Ok(keys
-        .iter()
-        .map(|k| {
-            let (info, error) = match repo.load_manifest(k) {
-                Ok(m) => (
-                    Some(ListedInfo {
-                        tags: m.tags,
-                        source: m.source,
-                        host: m.host,
-                        files: m.stats.files,
-                        logical_bytes: m.stats.logical_bytes,
-                        new_chunks: m.stats.new_chunks,
-                        new_stored_bytes: m.stats.new_stored_bytes,
-                        parent: m.parent.map(|p| p.to_hex()),
-                        warnings: m.warnings,
-                    }),
-                    None,
-                ),
-                Err(e) => (None, Some(e.to_string())),
-            };
-            let trusted = trust.map(|t| {
-                repo.manifest_bytes(k).is_ok_and(|bytes| {
-                    t.check(repo, &signatures, &k.id, Signed::Manifest, &bytes)
-                        .trusted()
-                })
-            });
-            Listed {
-                height: k.height,
-                id: k.id.to_hex(),
-                created_unix_ns: k.created_unix_ns,
-                key: k.key(),
-                info,
-                error,
-                signed_by: signatures.signers(&k.id, Signed::Manifest),
-                trusted,
-            }
-        })
+    // One GET per manifest not in the cache, several in flight.
+    let listed = repo.map_manifests(&keys, |k, manifest| {
+        let (info, error) = match manifest {
+            Ok(m) => (
+                Some(ListedInfo {
+                    tags: m.tags,
+                    source: m.source,
+                    host: m.host,
+                    files: m.stats.files,
+                    logical_bytes: m.stats.logical_bytes,
+                    new_chunks: m.stats.new_chunks,
+                    new_stored_bytes: m.stats.new_stored_bytes,
+                    parent: m.parent.map(|p| p.to_hex()),
+                    warnings: m.warnings,
+                }),
+                None,
+            ),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let trusted = trust.map(|t| {
+            repo.manifest_bytes(k).is_ok_and(|bytes| {
+                t.check(repo, &signatures, &k.id, Signed::Manifest, &bytes)
+                    .trusted()
+            })
+        });
+        Listed {
+            height: k.height,
+            id: k.id.to_hex(),
+            created_unix_ns: k.created_unix_ns,
+            key: k.key(),
+            info,
+            error,
+            signed_by: signatures.signers(&k.id, Signed::Manifest),
+            trusted,
+        }
+    })?;
+    Ok(listed
+        .into_iter()
         .filter(|l| match (host, &l.info) {
             (Some(h), Some(i)) => i.host == h,
             _ => true,

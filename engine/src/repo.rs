@@ -28,6 +28,11 @@ pub const MAX_CHUNK_OBJECT: u64 =
 
 const MAX_MANIFEST_OBJECT: u64 = limits::MAX_MANIFEST_BYTES + (HEADER_LEN + TRAILER_LEN) as u64;
 
+/// Manifests [`Repository::map_manifests`] loads at once, at most: enough to
+/// hide a network store's latency, few enough that the manifests decoded at
+/// once stay a small multiple of one.
+pub const MANIFEST_FETCHES: usize = 16;
+
 pub struct Repository {
     store: Arc<dyn Store>,
     config: RepoConfig,
@@ -294,6 +299,33 @@ impl Repository {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+
+    /// `f` of each key's manifest (or the error loading it), in the keys'
+    /// order. Up to [`MANIFEST_FETCHES`] manifests are loaded at once (on a
+    /// store across a network each GET mostly waits: ten thousand in a row
+    /// would take minutes), and each is dropped when `f` returns, so that
+    /// memory holds at most that many.
+    pub fn map_manifests<T: Send>(
+        &self,
+        keys: &[SnapshotKey],
+        f: impl Fn(&SnapshotKey, Result<Manifest>) -> T + Sync + Send,
+    ) -> Result<Vec<T>> {
+        let n = self.store.parallelism().clamp(1, MANIFEST_FETCHES);
+        if n == 1 || keys.len() < 2 {
+            return Ok(keys.iter().map(|k| f(k, self.load_manifest(k))).collect());
+        }
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::Refused(format!("cannot start {n} manifest readers: {e}")))?;
+        Ok(pool.install(|| {
+            keys.par_iter()
+                .with_max_len(1)
+                .map(|k| f(k, self.load_manifest(k)))
+                .collect()
+        }))
     }
 
     /// Loads a manifest and checks it against its key: the bytes must hash to

@@ -628,20 +628,34 @@ fn previous_of(
     host: &str,
     source: &str,
 ) -> Result<Option<Hash>> {
+    // Newest first: the newest snapshot is nearly always this history's;
+    // past it, several manifests are read at once (a new history in a
+    // repository of thousands reads them all, once).
+    let newest_first: Vec<SnapshotKey> = snapshots.iter().rev().copied().collect();
     let mut before_hosts = None;
-    for key in snapshots.iter().rev() {
+    let mut start = 0;
+    let mut batch = 1;
+    while start < newest_first.len() {
+        let keys = &newest_first[start..(start + batch).min(newest_first.len())];
         // A damaged older manifest must not block new snapshots; verify
         // reports it.
-        if let Ok(m) = repo.load_manifest(key) {
-            if m.source == source {
-                if m.host == host {
-                    return Ok(Some(key.id));
-                }
-                if m.host.is_empty() && before_hosts.is_none() {
-                    before_hosts = Some(key.id);
-                }
+        let found = repo.map_manifests(keys, |key, m| {
+            m.ok()
+                .filter(|m| m.source == source)
+                .map(|m| (key.id, m.host == host, m.host.is_empty()))
+        })?;
+        for (id, same_host, no_host) in found.into_iter().flatten() {
+            if same_host {
+                return Ok(Some(id));
+            }
+            if no_host && before_hosts.is_none() {
+                before_hosts = Some(id);
             }
         }
+        start += keys.len();
+        batch = crate::repo::MANIFEST_FETCHES * 4;
+        // Reading thousands of manifests takes a while: a signal stops it.
+        interrupt::check()?;
     }
     Ok(before_hosts)
 }
