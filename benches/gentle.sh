@@ -82,7 +82,7 @@ with open(sys.argv[1], "w", buffering=1) as f:
 PY
   pids+=($!)
 done
-trap 'kill ${pids[*]} 2>/dev/null' EXIT
+trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
 sleep 2
 t0=$(date +%s.%N); sleep 8; t1=$(date +%s.%N)
 alone=$(rate "$t0" "$t1")

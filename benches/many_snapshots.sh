@@ -3,11 +3,13 @@
 # working with one snapshot stay cheap? Writes N synthetic hourly snapshots
 # (benches/verify_scale.rs: 50 files of one chunk, 2 changing per hour,
 # stand-in chunk objects: many snapshots, not many chunks, which s3s-fs
-# lists slowly) straight into s3s-fs's directory, then one real
-# snapshot of a generated node on top through S3, and times, with the
-# store requests each makes:
-#   list (manifest cache cold, then warm), restore latest (the real one),
-#   quick verify of the latest (cache cold, then warm).
+# lists slowly) straight into s3s-fs's directory, then real snapshots of
+# a generated node on top through S3, and times, with the store requests
+# each makes:
+#   the first snapshot of a new history (it reads every manifest once,
+#   looking for a parent) and the next one, list (manifest cache cold,
+#   then warm), restore latest (the real one), quick verify of the latest
+#   (cache cold, then warm).
 #
 #   benches/many_snapshots.sh [N]      (default 10000)
 #
@@ -38,7 +40,6 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break;
 export BLOCKSNAP_S3_ENDPOINT="http://127.0.0.1:$port" BLOCKSNAP_REPO=s3://bench/repo
 
 "$bin" generate --dir "$out/node/loopchain" --size-mib 64 >/dev/null
-"$bin" snapshot --source "$out/node/loopchain" --height $((n + 100)) --cache-dir "$out/snapcache" >/dev/null
 
 declare -A T R
 run() { # NAME CMD...: wall time and requests (from --json, else from -v's log)
@@ -60,6 +61,13 @@ PY
 )
   echo "  $name: ${T[$name]} s, ${R[$name]}" >&2
 }
+# Above every synthetic height (1 000 000 + 1 800 per hour): `latest`.
+top=$((1000000 + 1800 * n + 1000000))
+# The first snapshot of a new history reads every manifest once (to find
+# a parent); the next reads one.
+run snapshot_new_history "$bin" snapshot --source "$out/node/loopchain" --height "$top" --cache-dir "$out/snapcache" --json
+"$bin" generate --dir "$out/node/loopchain" --blocks 100 >/dev/null
+run snapshot_next "$bin" snapshot --source "$out/node/loopchain" --height $((top + 100)) --cache-dir "$out/snapcache" --json
 run list_cold "$bin" -v list --cache-dir "$out/cache"
 run list_warm "$bin" -v list --cache-dir "$out/cache"
 run restore "$bin" restore latest --ip 10.0.0.7 --target "$out/restored" --json
@@ -69,8 +77,8 @@ listed=$(($(wc -l <"$out/list_warm.out") - 1))
 echo
 echo "| command | time | store requests |"
 echo "|---|---:|---|"
-for k in list_cold list_warm restore verify_cold verify_warm; do
+for k in snapshot_new_history snapshot_next list_cold list_warm restore verify_cold verify_warm; do
   printf '| %s | %.2f s | %s |\n' "$k" "${T[$k]}" "${R[$k]}"
 done
 echo
-echo "$listed snapshots listed ($n synthetic + 1 real of a 64 MiB node); s3s-fs on loopback, $(nproc) cores, $(date -u +%F)."
+echo "$listed snapshots listed ($n synthetic + 2 real of a 64 MiB node); s3s-fs on loopback, $(nproc) cores, $(date -u +%F)."

@@ -46,7 +46,9 @@ for size in $sizes; do
   files=$(find "$node" -type f | wc -l)
   rm -rf "$node"
   run "restore$size" "$bin" restore --repo "$d/repo" latest --ip 10.0.0.7 --target "$d/restored" --json
-  # The disk's part of a restore: writing as many bytes durably.
+  # The disk's part of a restore: writing as many bytes durably (in the
+  # restore's place, so that both fit).
+  rm -rf "$d/restored"
   run "dd$size" dd if=/dev/zero of="$d/dd" bs=1M count=$((bytes >> 20)) conv=fsync status=none
   rm -f "$d/dd"
   run "verify$size" "$bin" verify --repo "$d/repo" all --full --no-cache --json
