@@ -35,12 +35,8 @@ out="$work/audit"
 rm -rf "$out" && mkdir -p "$out"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  echo "generating a ${size_mib} MiB node (kept for later runs)..." >&2
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 node="$base"
 data=$(du -sb "$node" | cut -f1)
 nfiles=$(find "$node" -type f | wc -l)

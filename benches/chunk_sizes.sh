@@ -16,11 +16,8 @@ bin="${BLOCKSNAP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/blocksnap}"
 work="${BENCH_DIR:-$HOME/.cache/blocksnap-bench}"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 rm -rf "$work/cs" && mkdir -p "$work/cs"
 cp -a "$work/node-base" "$work/cs/node"
 node="$work/cs/node/loopchain"

@@ -15,11 +15,8 @@ bin="${BLOCKSNAP_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/blocksnap-target}/release
 work="${BENCH_DIR:-$HOME/.cache/blocksnap-bench}"
 [ -w /proc/sys/vm/drop_caches ] || { echo "needs root (drop_caches)" >&2; exit 1; }
 base="$work/node-base/loopchain"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 out="$work/cold"
 shm=/dev/shm/blocksnap-bench-durability
 rm -rf "$out" "$shm" && mkdir -p "$out"

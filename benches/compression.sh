@@ -24,11 +24,8 @@ s3_gb_month=${S3_GB_MONTH:-0.023}
 cpu_hour=${CPU_HOUR:-0.04}
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 out="$work/compression"
 rm -rf "$out" && mkdir -p "$out"
 data=$(du -sb "$base" | cut -f1)

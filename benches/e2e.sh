@@ -25,12 +25,8 @@ done
 [ -x "$bin" ] || { echo "no release binary at $bin: cargo build --release -p blocksnap-cli" >&2; exit 1; }
 
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  echo "generating a ${size_mib} MiB node (kept for later runs)..." >&2
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 rm -rf "$work/node" "$work/out" && mkdir -p "$work/out"
 cp -a "$work/node-base" "$work/node"
 

@@ -20,11 +20,8 @@ bin="${BLOCKSNAP_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/blocksnap-target}/release
 work="${BENCH_DIR:-$HOME/.cache/blocksnap-bench}"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 out="$work/gentle"
 rm -rf "$out" && mkdir -p "$out/node"
 node="$out/node/loopchain"

@@ -31,11 +31,8 @@ node="$work/node/loopchain"
 for f in "$bin" "$pget" "$s3s"; do [ -x "$f" ] || { echo "missing $f (see the header)" >&2; exit 1; }; done
 
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 rm -rf "$work/node" "$work/s3out" && mkdir -p "$work/s3out/s3/bench"
 cp -a "$work/node-base" "$work/node"
 

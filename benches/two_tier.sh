@@ -21,11 +21,8 @@ for f in "$bin" "$s3s"; do [ -x "$f" ] || { echo "missing $f (see the header)" >
 out="$work/two-tier"
 base="$work/node-base/loopchain"
 mkdir -p "$work"
-if [ ! -f "$work/node-base.gen2.size-$size_mib" ]; then
-  rm -rf "$work/node-base"
-  "$bin" generate --dir "$base" --size-mib "$size_mib" >&2
-  touch "$work/node-base.gen2.size-$size_mib"
-fi
+. "$(dirname "$0")/node_base.sh"
+node_base
 rm -rf "$out" && mkdir -p "$out/s3/bench" "$out/node"
 node="$out/node/loopchain"
 cp -a "$base" "$node"
