@@ -401,3 +401,115 @@ fn manifest_chunk_and_config_objects() {
     let stored = std::fs::read(vectors().join("objects/config.bin")).unwrap();
     assert_eq!(RepoConfig::decode(&stored).unwrap(), config);
 }
+
+/// The object kinds version 2 added, as vectors: a forget record of the
+/// vector manifest and a prune plan of two of its chunks.
+#[test]
+fn forget_record_and_prune_plan_objects() {
+    use blocksnap::format::forget::ForgetRecord;
+    use blocksnap::format::prune::PrunePlan;
+    let (manifest, objects) = fixture();
+    let bytes = manifest.encode();
+    let key = layout::SnapshotKey {
+        height: manifest.height,
+        created_unix_ns: manifest.created_unix_ns,
+        id: Hash::of(&bytes),
+    };
+    let record = ForgetRecord {
+        snapshot: key.key(),
+        host: manifest.host.clone(),
+        source: manifest.source.clone(),
+        height: manifest.height,
+        parent: manifest.parent,
+        forgotten_unix_ns: 1_764_374_400_000_000_000,
+        by_host: "node-b".into(),
+        reason: "retention policy".into(),
+    };
+    let encoded = record.encode();
+    assert_eq!((encoded[4], encoded[5]), (4, 2));
+    check_file("objects/forget-record.bin", &encoded);
+    let stored = std::fs::read(vectors().join("objects/forget-record.bin")).unwrap();
+    assert_eq!(ForgetRecord::decode(&stored).unwrap(), record);
+    let text = serde_json::to_string_pretty(&json!({
+        "snapshot": record.snapshot,
+        "host": record.host,
+        "source": record.source,
+        "height": record.height,
+        "parent": record.parent.map(|p| p.to_hex()),
+        "forgotten_unix_ns": record.forgotten_unix_ns,
+        "by_host": record.by_host,
+        "reason": record.reason,
+    }))
+    .unwrap()
+        + "\n";
+    check_file("objects/forget-record.json", text.as_bytes());
+
+    let mut chunks: Vec<Hash> = objects.iter().take(2).map(|(id, _)| *id).collect();
+    chunks.sort();
+    let plan = PrunePlan {
+        round: 7,
+        created_unix_ns: 1_764_374_400_000_000_000,
+        host: "node-b".into(),
+        chunks,
+    };
+    let encoded = plan.encode();
+    assert_eq!((encoded[4], encoded[5]), (5, 2));
+    check_file("objects/prune-plan.bin", &encoded);
+    let stored = std::fs::read(vectors().join("objects/prune-plan.bin")).unwrap();
+    assert_eq!(PrunePlan::decode(&stored).unwrap(), plan);
+    let text = serde_json::to_string_pretty(&json!({
+        "round": plan.round,
+        "created_unix_ns": plan.created_unix_ns,
+        "host": plan.host,
+        "chunks": plan.chunks.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+        + "\n";
+    check_file("objects/prune-plan.json", text.as_bytes());
+}
+
+/// Every field a vector holds is named in FORMAT.md's object sections (§5
+/// and §6): a field added to the code and the vectors but not to the spec
+/// (as `host` once was) fails here.
+#[test]
+fn the_spec_names_every_field_of_every_vector() {
+    let spec = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/FORMAT.md"),
+    )
+    .unwrap();
+    let start = spec.find("\n## 5. ").expect("FORMAT.md has §5");
+    let end = spec.find("\n## 7. ").expect("FORMAT.md has §7");
+    let objects = &spec[start..end];
+    fn keys(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    out.insert(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut missing = Vec::new();
+    for vector in [
+        "manifest.json",
+        "manifest-v1.json",
+        "forget-record.json",
+        "prune-plan.json",
+    ] {
+        let text = std::fs::read_to_string(vectors().join("objects").join(vector)).unwrap();
+        let mut found = std::collections::BTreeSet::new();
+        keys(&serde_json::from_str(&text).unwrap(), &mut found);
+        for k in found {
+            if !objects.contains(&format!("`{k}`")) {
+                missing.push(format!("{vector}: {k}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fields in the vectors that FORMAT.md §5–§6 does not name: {missing:?}"
+    );
+}

@@ -15,7 +15,7 @@ use blocksnap::format::layout::{self, RoundObject, SnapshotKey};
 use blocksnap::format::manifest::Manifest;
 use blocksnap::progress::Silent;
 use blocksnap::prune::{self, PruneOptions};
-use blocksnap::repo::FATE_COMMIT;
+use blocksnap::repo::{fate_commit, FATE_COMMIT};
 use blocksnap::restore::{self, RestoreOptions};
 use blocksnap::retention::{Count, Policy};
 use blocksnap::snapshot::{self, SnapshotOptions};
@@ -280,11 +280,13 @@ fn a_pending_commit_is_a_root_and_a_commit_claimed_by_a_dead_writer_is_completed
     // A writer wrote its pending commit and claimed it, then died.
     let bytes = m.encode();
     let id = blocksnap::Hash::of(&bytes);
+    let secret = [3u8; 32];
+    let attempt = layout::Attempt::of(&secret);
     lab.store
-        .put_if_absent(&layout::pending_key(&id), &bytes)
+        .put_if_absent(&layout::pending_key(&id, &attempt), &bytes)
         .unwrap();
     lab.store
-        .put_if_absent(&layout::fate_key(&id), FATE_COMMIT)
+        .put_if_absent(&layout::fate_key(&id, &attempt), &fate_commit(&secret))
         .unwrap();
     lab.store.advance_clock(25 * HOUR);
     let r = lab.prune(&lab.opts());
@@ -314,7 +316,10 @@ fn an_abandoned_pending_commit_expires_and_its_writer_then_refuses() {
     let bytes = m.encode();
     let id = blocksnap::Hash::of(&bytes);
     lab.store
-        .put_if_absent(&layout::pending_key(&id), &bytes)
+        .put_if_absent(
+            &layout::pending_key(&id, &layout::Attempt::of(&[5; 32])),
+            &bytes,
+        )
         .unwrap();
     lab.store.advance_clock(25 * HOUR);
     let r = lab.prune(&lab.opts());
@@ -606,31 +611,52 @@ fn a_writer_whose_claimed_commit_a_prune_completed_reports_success() {
     assert_eq!(lab.repo.snapshots().unwrap(), vec![x, key]);
 }
 
+/// Interleaving 11: a writer killed after its commit and before tidying,
+/// whose snapshot is then forgotten. The next prune completes the claimed
+/// commit again (the manifest is back), but the forget record keeps the
+/// snapshot forgotten: it is not live. Before #21 the prune looked for the
+/// record first; a planted record then dropped a live commit's roots
+/// (#20.5). Also the first version 2 release's keys, `pending/<id>` and its
+/// fate `commit`, are still completed.
 #[test]
 fn a_forgotten_snapshot_is_not_brought_back_by_completing_its_commit() {
     let lab = Lab::new();
     let x = lab.snap(&lab.source("x", 3, 1), "node-a", 1);
-    let m = lab.reuse(&x, 2);
-    // A writer killed after its commit and before tidying.
-    let bytes = m.encode();
-    let id = blocksnap::Hash::of(&bytes);
-    let key = SnapshotKey {
-        height: 2,
-        created_unix_ns: m.created_unix_ns,
-        id,
-    };
-    lab.store
-        .put_if_absent(&layout::pending_key(&id), &bytes)
-        .unwrap();
-    lab.store
-        .put_if_absent(&layout::fate_key(&id), FATE_COMMIT)
-        .unwrap();
-    lab.store.put_if_absent(&key.key(), &bytes).unwrap();
-    lab.forget(&[key]);
-    let r = lab.prune(&lab.opts());
-    assert_eq!(r.pending_promoted, 0);
-    assert_eq!(lab.repo.snapshots().unwrap(), vec![x]);
-    assert!(lab.store.list(layout::PENDING_PREFIX).unwrap().is_empty());
+    for legacy in [false, true] {
+        let m = lab.reuse(&x, if legacy { 3 } else { 2 });
+        let bytes = m.encode();
+        let id = blocksnap::Hash::of(&bytes);
+        let key = SnapshotKey {
+            height: m.height,
+            created_unix_ns: m.created_unix_ns,
+            id,
+        };
+        let secret = [9u8; 32];
+        let attempt = layout::Attempt::of(&secret);
+        let (pending, fate, claim) = if legacy {
+            (
+                layout::legacy_pending_key(&id),
+                layout::legacy_fate_key(&id),
+                FATE_COMMIT.to_vec(),
+            )
+        } else {
+            (
+                layout::pending_key(&id, &attempt),
+                layout::fate_key(&id, &attempt),
+                fate_commit(&secret),
+            )
+        };
+        lab.store.put_if_absent(&pending, &bytes).unwrap();
+        lab.store.put_if_absent(&fate, &claim).unwrap();
+        lab.store.put_if_absent(&key.key(), &bytes).unwrap();
+        lab.forget(&[key]);
+        let r = lab.prune(&lab.opts());
+        assert_eq!(r.pending_promoted, 1);
+        assert_eq!(lab.repo.snapshots().unwrap(), vec![x]);
+        assert_eq!(lab.repo.view().unwrap().forgotten, vec![key]);
+        assert!(lab.store.list(layout::PENDING_PREFIX).unwrap().is_empty());
+        lab.store.delete(&key.key()).unwrap();
+    }
 }
 
 #[test]

@@ -97,13 +97,14 @@ fn round_trip_through_s3_is_byte_identical_and_counts_requests() {
     // One conditional PUT per new chunk, plus three for the commit (the
     // pending manifest, its fate, the manifest: FORMAT.md §10) and two
     // DELETEs to tidy up; without local state a HEAD per distinct chunk
-    // first, and one for the commit; nothing retried on a healthy server.
+    // first, and two for the commit (its pending object after the claim,
+    // a forget record after the PUT); nothing retried on a healthy server.
     eprintln!(
         "first snapshot: {req:?}, {} new chunks",
         first.stats.new_chunks
     );
     assert_eq!(req.put, first.stats.new_chunks + 3, "{req:?}");
-    assert_eq!(req.head, first.stats.new_chunks + 1, "{req:?}");
+    assert_eq!(req.head, first.stats.new_chunks + 2, "{req:?}");
     assert_eq!(req.delete, 2, "{req:?}");
     assert_eq!(req.retries, 0);
     assert!(first.stats.new_chunks > 10);
@@ -123,10 +124,19 @@ fn round_trip_through_s3_is_byte_identical_and_counts_requests() {
         .join(BUCKET)
         .join("PRep/node1");
     assert!(on_disk.join("config").is_file());
-    assert!(on_disk
-        .join(layout::chunk_key(&second.key.id))
-        .parent()
-        .is_some());
+    assert!(on_disk.join(second.key.key()).is_file());
+    let manifest = repo.load_manifest(&second.key).unwrap();
+    for (_, _, _, chunks) in manifest.files() {
+        for c in chunks {
+            let object = on_disk.join(layout::chunk_key(&c.id));
+            assert_eq!(
+                std::fs::metadata(&object).unwrap().len(),
+                u64::from(c.stored_len),
+                "{}",
+                object.display()
+            );
+        }
+    }
 
     // A fresh client (another host) restores byte-identically, IP swapped.
     let other = Repository::open(store_for_reading(&f.server.endpoint)).unwrap();
@@ -465,16 +475,21 @@ fn anonymous_client_restores_a_public_bucket_with_unsigned_requests() {
     // The reader trusts the publisher's public key: `latest` is the signed
     // snapshot, and the forgery is refused by name.
     let trust = blocksnap::sign::Trust::parse(&[signer.public_line()]).unwrap();
-    let found = blocksnap::sign::resolve_trusted(&public, &trust, &Selector::Latest, None).unwrap();
+    let found =
+        blocksnap::trusted::resolve_trusted(&public, &trust, &Selector::Latest, None).unwrap();
     assert_eq!(found, key);
-    let err = blocksnap::sign::resolve_trusted(&public, &trust, &Selector::Height(78), None)
+    let err = blocksnap::trusted::resolve_trusted(&public, &trust, &Selector::Height(78), None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("height 78"), "{err}");
-    let err =
-        blocksnap::sign::resolve_trusted(&public, &trust, &Selector::Id(forged.id.to_hex()), None)
-            .unwrap_err()
-            .to_string();
+    let err = blocksnap::trusted::resolve_trusted(
+        &public,
+        &trust,
+        &Selector::Id(forged.id.to_hex()),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains(&forged.key()) && err.contains("not signed"),
         "{err}"
@@ -511,8 +526,8 @@ fn an_incremental_snapshot_with_local_state_costs_its_new_chunks_plus_a_constant
     assert_eq!(full.index, IndexOrigin::Rebuilt(RebuildReason::Empty));
     let req = full.requests.unwrap();
     assert_eq!(
-        req.head, 1,
-        "an empty, listed store needs no HEAD but the commit's own: {req:?}"
+        req.head, 2,
+        "an empty, listed store needs no HEAD but the commit's two: {req:?}"
     );
 
     common::advance(&f.source, 200);
@@ -522,15 +537,15 @@ fn an_incremental_snapshot_with_local_state_costs_its_new_chunks_plus_a_constant
     let req = incr.requests.unwrap();
     let new = incr.stats.new_chunks;
     assert!(new > 0);
-    // The commit's own: three PUTs, one HEAD, two DELETEs (FORMAT.md
+    // The commit's own: three PUTs, two HEADs, two DELETEs (FORMAT.md
     // §10); the index check and the commit check: LISTs of epochs/,
-    // prune/ and snapshots/.
-    assert_eq!(req.head, 1, "{req:?}");
+    // prune/, snapshots/ and forgotten/ (which snapshots are live).
+    assert_eq!(req.head, 2, "{req:?}");
     assert_eq!(req.put, new + 3, "{req:?}");
     assert_eq!(req.delete, 2, "{req:?}");
     assert_eq!(req.retries, 0);
-    assert!(req.list <= 4 && req.get <= 3, "{req:?}");
-    assert!(req.total() <= new + 3 + 1 + 2 + 7, "{req:?}");
+    assert!(req.list <= 5 && req.get <= 3, "{req:?}");
+    assert!(req.total() <= new + 3 + 2 + 2 + 8, "{req:?}");
 
     let target = f.dir.path().join("restored/loopchain");
     restore_to(&repo, &incr.key, &target).unwrap();
@@ -609,7 +624,7 @@ fn copy_between_a_local_repository_and_s3_round_trips_and_resumes() {
     }
     let trust = blocksnap::sign::Trust::parse(&[signer.public_line()]).unwrap();
     assert_eq!(
-        blocksnap::sign::resolve_trusted(&s3, &trust, &Selector::Latest, None).unwrap(),
+        blocksnap::trusted::resolve_trusted(&s3, &trust, &Selector::Latest, None).unwrap(),
         first
     );
     let v = verify::verify(&s3, &[first, second], Level::Full, &Silent).unwrap();

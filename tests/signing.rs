@@ -64,7 +64,7 @@ fn trust(pubs: &[&Path]) -> Trust {
 }
 
 fn refused(lab: &Lab, t: &Trust, sel: Selector) -> String {
-    sign::resolve_trusted(&lab.repo, t, &sel, None)
+    blocksnap::trusted::resolve_trusted(&lab.repo, t, &sel, None)
         .unwrap_err()
         .to_string()
 }
@@ -92,7 +92,7 @@ fn only_what_a_trusted_key_signed_is_believed_and_refusals_name_snapshot_and_key
     let signed = snap(&lab, 10, Some(&a));
     let t = trust(&[&a_pub]);
     assert_eq!(
-        sign::resolve_trusted(&lab.repo, &t, &Selector::Latest, None).unwrap(),
+        blocksnap::trusted::resolve_trusted(&lab.repo, &t, &Selector::Latest, None).unwrap(),
         signed
     );
     assert!(untrusted(&lab, trust(&[&a_pub]), &[signed], false).is_empty());
@@ -100,7 +100,7 @@ fn only_what_a_trusted_key_signed_is_believed_and_refusals_name_snapshot_and_key
     // Newer, but unsigned: `latest` stays the signed one; named, refused.
     let unsigned = snap(&lab, 11, None);
     assert_eq!(
-        sign::resolve_trusted(&lab.repo, &t, &Selector::Latest, None).unwrap(),
+        blocksnap::trusted::resolve_trusted(&lab.repo, &t, &Selector::Latest, None).unwrap(),
         signed
     );
     let err = refused(&lab, &t, Selector::Height(11));
@@ -181,14 +181,14 @@ fn only_what_a_trusted_key_signed_is_believed_and_refusals_name_snapshot_and_key
     // there: the damaged object is kept; a second key's signature is added.
     let (c, c_pub) = key(&lab, "c.key");
     c.sign_snapshot(
-        &lab.repo,
+        &**lab.repo.store(),
         &signed,
         &lab.repo.manifest_bytes(&signed).unwrap(),
     )
     .unwrap();
     let both = trust(&[&a_pub, &c_pub]);
     assert_eq!(
-        sign::resolve_trusted(&lab.repo, &both, &Selector::Latest, None).unwrap(),
+        blocksnap::trusted::resolve_trusted(&lab.repo, &both, &Selector::Latest, None).unwrap(),
         signed
     );
 }
@@ -216,7 +216,7 @@ fn a_key_reusing_a_signed_snapshots_id_is_not_trusted_from_the_cache() {
     assert!(repo.manifest_bytes(&planted).is_err());
     let t = trust(&[&a_pub]);
     assert_eq!(
-        sign::resolve_trusted(&repo, &t, &Selector::Latest, None).unwrap(),
+        blocksnap::trusted::resolve_trusted(&repo, &t, &Selector::Latest, None).unwrap(),
         signed
     );
     let listed = list::list(&repo, None, Some(&t)).unwrap();

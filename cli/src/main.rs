@@ -15,7 +15,7 @@ use blocksnap::repo::Repository;
 use blocksnap::store::{limited, CountingStore, LocalStore, Location, Store};
 use blocksnap::{
     cache, chunking, command, compare, copy, demo, forget, ipnorm, list, metrics, nodegen, prune,
-    restore, retention, sign, snapshot, stage, verify, Selector,
+    restore, retention, sign, snapshot, stage, trusted, verify, Selector,
 };
 use clap::{Parser, Subcommand};
 
@@ -535,6 +535,15 @@ enum Command {
         /// forget from a deletion.
         #[command(flatten)]
         sign: SignArg,
+        /// With trusted keys a policy counts only the snapshots they signed
+        /// (others are kept and not counted), and only signed forget
+        /// records forget.
+        #[command(flatten)]
+        trust: TrustArg,
+        /// A snapshot created more than this far ahead of this host's clock
+        /// is not counted by a policy (default 10m).
+        #[arg(long, value_name = "DURATION", value_parser = retention::parse_duration)]
+        max_clock_skew: Option<std::time::Duration>,
         #[command(flatten)]
         cache: CacheArg,
         #[command(flatten)]
@@ -575,14 +584,20 @@ enum Command {
         /// Show what would be copied; copy nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Signature objects by these keys are copied only if they verify;
+        /// forget records at the destination count only if they signed them.
+        #[command(flatten)]
+        trust: TrustArg,
         #[command(flatten)]
         json: JsonArg,
     },
-    /// Sign snapshots already in the repository (e.g. by a second key).
+    /// Sign snapshots already in the repository (e.g. by a second key):
+    /// by full id, or with --trust those a trusted key already signed.
     Sign {
         #[command(flatten)]
         repo: RepoArg,
-        /// HEIGHT, `latest`, `all` or snapshot id prefixes.
+        /// Full snapshot ids; with --trust also HEIGHT, `latest` (the newest
+        /// trusted) or `all` (every trusted one).
         #[arg(required = true)]
         snapshots: Vec<String>,
         /// Only this node's snapshots.
@@ -591,6 +606,9 @@ enum Command {
         /// The minisign secret key to sign with.
         #[arg(long, value_name = "KEYFILE", env = "BLOCKSNAP_SIGN_KEY")]
         key: PathBuf,
+        /// Co-sign only what a trusted key already signed.
+        #[command(flatten)]
+        trust: TrustArg,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -1007,7 +1025,7 @@ fn one_trusted(
         bail!("{given:?}: this takes one snapshot: HEIGHT, latest or an id prefix");
     }
     Ok(match trust {
-        Some(t) => sign::resolve_trusted(r, t, &selector, host)?,
+        Some(t) => trusted::resolve_trusted(r, t, &selector, host)?,
         None => r.resolve_for(&selector, host)?[0],
     })
 }
@@ -1132,7 +1150,7 @@ fn run(command: Command) -> Result<Done> {
             json,
         } => {
             let trust = trust.load()?;
-            let r = open_cached(&repo, Access::Read, 0, &cache)?;
+            let r = open_cached(&repo, Access::Read, 0, &cache)?.with_trust(trust.clone());
             Out::new(json.json).list(&list::list(&r, host.as_deref(), trust.as_deref())?);
             if let Some(c) = r.store().request_counts() {
                 tracing::info!(
@@ -1164,7 +1182,7 @@ fn run(command: Command) -> Result<Done> {
             json,
         } => {
             let trust = trust.load()?;
-            let r = open_repo(&repo, Access::Read, jobs)?;
+            let r = open_repo(&repo, Access::Read, jobs)?.with_trust(trust.clone());
             let key = one_trusted(&r, &snapshot, host.as_deref(), trust.as_deref())?;
             let opts = restore::RestoreOptions {
                 target,
@@ -1215,7 +1233,7 @@ fn run(command: Command) -> Result<Done> {
         } => {
             priority.apply();
             let trust = trust.load()?;
-            let r = open_cached(&repo, Access::Read, jobs, &cache)?;
+            let r = open_cached(&repo, Access::Read, jobs, &cache)?.with_trust(trust.clone());
             let bar = Bar::new(json.json);
             if let Some(dir) = dir {
                 let key = one_trusted(&r, &snapshot, host.as_deref(), trust.as_deref())?;
@@ -1237,7 +1255,7 @@ fn run(command: Command) -> Result<Done> {
                 // The newest trusted one; with none, the newest, to be
                 // reported as untrusted.
                 (Some(t), Selector::Latest | Selector::Height(_)) => {
-                    match sign::resolve_trusted(&r, t, &selector, host.as_deref()) {
+                    match trusted::resolve_trusted(&r, t, &selector, host.as_deref()) {
                         Ok(key) => vec![key],
                         Err(_) => r.resolve_for(&selector, host.as_deref())?,
                     }
@@ -1313,11 +1331,14 @@ fn run(command: Command) -> Result<Done> {
             host,
             dry_run,
             sign,
+            trust,
+            max_clock_skew,
             cache,
             json,
         } => {
             let signer = sign.load()?;
-            let r = open_cached(&repo, Access::Write, 0, &cache)?;
+            let trust = trust.load()?;
+            let r = open_cached(&repo, Access::Write, 0, &cache)?.with_trust(trust.clone());
             let named = snapshots
                 .iter()
                 .map(|s| s.parse::<Selector>())
@@ -1343,6 +1364,8 @@ fn run(command: Command) -> Result<Done> {
                     .unwrap_or_else(blocksnap::repo::this_host),
                 now_unix_ns: forget::now(),
                 signer,
+                trust,
+                max_clock_skew: max_clock_skew.unwrap_or_default(),
             };
             let plan = forget::plan(&r, &opts)?;
             let out = Out::new(json.json);
@@ -1398,10 +1421,12 @@ fn run(command: Command) -> Result<Done> {
             jobs,
             priority,
             dry_run,
+            trust,
             json,
         } => {
             priority.apply();
-            let src = open_repo(&repo, Access::Read, jobs)?;
+            let trust = trust.load()?;
+            let src = open_repo(&repo, Access::Read, jobs)?.with_trust(trust.clone());
             // The source is read (downloads), the destination written.
             let dst_arg = RepoArg {
                 limit_upload: repo.limit_upload,
@@ -1418,7 +1443,8 @@ fn run(command: Command) -> Result<Done> {
                     Repository::init(dst_store, c.chunker, c.zstd_level)?
                 }
                 other => other?,
-            };
+            }
+            .with_trust(trust);
             let mut keys = Vec::new();
             for given in &snapshots {
                 let selector: Selector = given.parse()?;
@@ -1433,6 +1459,12 @@ fn run(command: Command) -> Result<Done> {
             let bar = Bar::new(json.json);
             let report = copy::execute(&src, &dst, &plan, &copy::CopyOptions { jobs }, &bar)?;
             out.copy(&report);
+            if !report.not_copied.is_empty() {
+                bail!(
+                    "copied what could be, but not: {}",
+                    report.not_copied.join("; ")
+                );
+            }
         }
         Command::Stats { repo, cache, json } => {
             let r = open_cached(&repo, Access::Read, 0, &cache)?;
@@ -1444,22 +1476,24 @@ fn run(command: Command) -> Result<Done> {
             snapshots,
             host,
             key,
+            trust,
             json,
         } => {
             let signer = sign::Signer::load(&key)?;
-            let r = open_repo(&repo, Access::Write, 0)?;
-            let mut keys = Vec::new();
-            for given in &snapshots {
-                let selector: Selector = given.parse()?;
-                keys.extend(r.resolve_for(&selector, host.as_deref())?);
-            }
-            keys.sort();
-            keys.dedup();
-            for key in &keys {
-                let bytes = r.manifest_bytes(key)?;
-                signer.sign_snapshot(&r, key, &bytes)?;
-            }
-            Out::new(json.json).signed(&keys, signer.key_id());
+            let trust = trust.load()?;
+            let r = open_repo(&repo, Access::Write, 0)?.with_trust(trust.clone());
+            let selectors = snapshots
+                .iter()
+                .map(|s| s.parse::<Selector>())
+                .collect::<blocksnap::Result<Vec<_>>>()?;
+            let signed = trusted::sign_snapshots(
+                &r,
+                &signer,
+                &selectors,
+                host.as_deref(),
+                trust.as_deref(),
+            )?;
+            Out::new(json.json).signed(&signed, signer.key_id());
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -350,6 +350,9 @@ impl Out {
         if !r.forgotten_there.is_empty() {
             say!("  {}", forgotten_there(r.forgotten_there.len()));
         }
+        for n in &r.not_copied {
+            say!("  {}", printable(n));
+        }
         if let Some(c) = r.source_requests {
             say!("  source: {}", requests_line(c));
         }
@@ -419,19 +422,23 @@ impl Out {
         }
     }
 
-    pub fn signed(&self, keys: &[SnapshotKey], by: KeyId) {
+    pub fn signed(&self, signed: &[blocksnap::trusted::SignedSnapshot], by: KeyId) {
         if self.json {
             self.emit(json!({
                 "key_id": by,
-                "signed": keys.iter().map(|k| k.key()).collect::<Vec<_>>(),
+                "signed": signed,
             }));
             return;
         }
-        for k in keys {
+        for s in signed {
             say!(
-                "signed snapshot {} (height {}) with key {by}",
-                k.id.short(),
-                k.height
+                "signed snapshot {} (height {}, host {}, source {}, {} files, {}) with key {by}",
+                s.key.id.short(),
+                s.key.height,
+                printable(if s.host.is_empty() { "-" } else { &s.host }),
+                printable(&s.source),
+                s.files,
+                HumanBytes(s.logical_bytes)
             );
         }
     }
@@ -543,6 +550,9 @@ impl Out {
                 c.histories, c.links, c.forgotten
             ));
         }
+        for n in &r.notes {
+            say!("note: {}", printable(n));
+        }
         // The verdict is the last line (requests: --json, --metrics-file).
         say!(
             "{}: {} problem(s); {scope}; {:.2}s",
@@ -613,7 +623,7 @@ impl Out {
 
     pub fn forget(&self, plan: &ForgetPlan, report: Option<&ForgetReport>) {
         if self.json {
-            let mut v = json!({"dry_run": report.is_none(), "decisions": plan.decisions, "unreadable": plan.unreadable});
+            let mut v = json!({"dry_run": report.is_none(), "decisions": plan.decisions, "unreadable": plan.unreadable, "not_counted": plan.not_counted});
             if let Some(r) = report {
                 v["forgotten"] = json!(r.forgotten);
                 v["kept"] = json!(r.kept);
@@ -635,6 +645,9 @@ impl Out {
         }
         for u in &plan.unreadable {
             say!("unreadable (kept): {}", printable(u));
+        }
+        for n in &plan.not_counted {
+            say!("not counted (kept): {}", printable(n));
         }
         let forget = plan.forgotten().count();
         match report {

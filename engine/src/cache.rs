@@ -39,6 +39,17 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// The stat fields of an entry met by a descriptor walk.
+    pub fn from_meta(m: &crate::fsx::Meta) -> Stat {
+        Stat {
+            size: m.size,
+            mtime_ns: m.mtime_ns,
+            ctime_ns: m.ctime_ns,
+            ino: m.ino,
+            dev: m.dev,
+        }
+    }
+
     pub fn of(m: &Metadata) -> Stat {
         Stat {
             size: m.len(),
@@ -174,13 +185,28 @@ pub struct LocalState {
     pub warnings: Vec<String>,
 }
 
+/// What the local state of `repo` is named by: its config id *and* where
+/// it is. A config copied to another place (a mirror, a bucket a co-tenant
+/// filled with another repository's config) is another repository whose
+/// chunks this client has never seen; a chunk index built for one must
+/// never vouch for chunks in the other (#20). Moving a repository costs one
+/// slower snapshot.
+pub fn state_key(repo: &Repository) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"blocksnap local state 2\0");
+    h.update(&repo.config().id.0);
+    h.update(b"\0");
+    h.update(repo.store().location().as_bytes());
+    Hash(*h.finalize().as_bytes())
+}
+
 impl LocalState {
     /// Opens (or creates) the state of `repo` under `base`. A cache that
     /// cannot be opened is removed and created afresh; one held by another
     /// blocksnap process is an error, which callers turn into "no cache".
     #[cfg(feature = "cache")]
     pub fn open(base: &Path, repo: &Repository) -> Result<LocalState> {
-        let repo_id = repo.config().id;
+        let repo_id = state_key(repo);
         let dir = base.join(repo_id.to_hex());
         std::fs::create_dir_all(&dir).map_err(Error::io("create cache directory", &dir))?;
         let mut opts = rocksdb::Options::default();

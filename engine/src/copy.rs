@@ -32,7 +32,7 @@ use crate::format::manifest::Manifest;
 use crate::id::{ChunkId, Hash};
 use crate::progress::Progress;
 use crate::repo::{Repository, WriteSession, MAX_CHUNK_OBJECT};
-use crate::sign::{self, Signatures, Signed};
+use crate::sign::{self, Signatures, Signed, Subject};
 use crate::store::Counts;
 
 #[derive(Debug, Clone, Default)]
@@ -56,8 +56,8 @@ pub struct CopyPlan {
     pub chunk_bytes: u64,
     /// Distinct chunks the copied snapshots need that the destination has.
     pub chunks_present: u64,
-    /// Signature object keys to copy.
-    signatures: Vec<String>,
+    /// Signature objects to copy: key, and the key id it names.
+    signatures: Vec<(String, sign::KeyId)>,
     /// The destinations's chunker or compression differs from the source's.
     pub config_differs: bool,
 }
@@ -84,6 +84,9 @@ pub struct CopyReport {
     pub already_there: Vec<SnapshotKey>,
     #[serde(serialize_with = "keys")]
     pub forgotten_there: Vec<SnapshotKey>,
+    /// Objects not copied, and why (a signature object that does not
+    /// decode or verify): the command exits non-zero.
+    pub not_copied: Vec<String>,
     pub chunks_copied: u64,
     pub chunk_bytes_copied: u64,
     pub chunks_present: u64,
@@ -103,8 +106,8 @@ fn keys<S: serde::Serializer>(k: &[SnapshotKey], s: S) -> std::result::Result<S:
 /// write session) and every selected manifest of the source.
 pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<CopyPlan> {
     let session = dst.begin_write()?;
-    let there: HashSet<SnapshotKey> = dst.snapshots()?.into_iter().collect();
-    let forgotten: HashSet<Hash> = dst
+    let there: HashSet<SnapshotKey> = dst.all_snapshots()?.into_iter().collect();
+    let recorded: HashSet<Hash> = dst
         .store()
         .list(layout::FORGOTTEN_PREFIX)?
         .iter()
@@ -125,12 +128,16 @@ pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<
     let mut chunks: HashMap<ChunkId, u32> = HashMap::new();
     let mut present_chunks: HashSet<ChunkId> = HashSet::new();
     for key in keys {
-        if there.contains(&key) {
-            present.push(key);
+        // Forgotten there (a record that counts: it decodes and names the
+        // snapshot, and with trusted keys one signed it): not copied back.
+        // A record that does not count (an empty object planted there) is
+        // no reason to skip it.
+        if recorded.contains(&key.id) && dst.is_forgotten(&key)? {
+            forgotten_there.push(key);
             continue;
         }
-        if forgotten.contains(&key.id) {
-            forgotten_there.push(key);
+        if there.contains(&key) {
+            present.push(key);
             continue;
         }
         crate::interrupt::check()?;
@@ -156,14 +163,14 @@ pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<
         }
         todo.push((key, manifest, own));
     }
-    let listed = Signatures::list(src)?;
+    let listed = Signatures::list(&**src.store())?;
     let signatures = todo
         .iter()
         .flat_map(|(k, _, _)| {
             listed
                 .signers(&k.id, Signed::Manifest)
                 .into_iter()
-                .map(|kid| sign::signature_key(&k.id, kid, Signed::Manifest))
+                .map(|kid| (sign::signature_key(&k.id, kid, Signed::Manifest), kid))
         })
         .collect();
     let a = src.config();
@@ -204,6 +211,8 @@ pub fn execute(
     let bytes = AtomicU64::new(0);
     let mut signatures = 0;
     let mut committed = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    let mut forgotten_late: Vec<SnapshotKey> = Vec::new();
     progress.begin("copy", plan.chunk_bytes);
     for (key, manifest, own) in &plan.todo {
         pool.install(|| {
@@ -224,18 +233,32 @@ pub fn execute(
             })
         })?;
         crate::interrupt::check()?;
-        for sig in plan
+        let bytes = manifest.encode();
+        let subject = Subject::Snapshot(*key);
+        for (sig, kid) in plan
             .signatures
             .iter()
-            .filter(|s| s.contains(&key.id.to_hex()))
+            .filter(|(s, _)| s.contains(&key.id.to_hex()))
         {
+            // Only signature objects that decode (and, by a key the source
+            // is read with trust in, verify) are copied: garbage stays where
+            // it was planted.
             let object = src.store().get(sig, sign::MAX_SIGNATURE_OBJECT)?;
+            let checked = match src.trust() {
+                Some(t) => t.check_object(&object, *kid, &subject, &bytes),
+                None => sign::Trust::default().check_object(&object, *kid, &subject, &bytes),
+            };
+            if let Err(why) = checked {
+                refused.push(format!("{sig}: not copied: {why}"));
+                continue;
+            }
             if dst.store().put_if_absent(sig, &object)? {
                 signatures += 1;
             }
         }
         // Forgotten there since the plan: not brought back.
-        if dst.store().size(&layout::forgotten_key(&key.id))?.is_some() {
+        if dst.is_forgotten(key)? {
+            forgotten_late.push(*key);
             continue;
         }
         let done = dst.commit(manifest, &plan.session)?;
@@ -246,7 +269,13 @@ pub fn execute(
     Ok(CopyReport {
         copied: committed,
         already_there: plan.present.clone(),
-        forgotten_there: plan.forgotten_there.clone(),
+        forgotten_there: plan
+            .forgotten_there
+            .iter()
+            .chain(forgotten_late.iter())
+            .copied()
+            .collect(),
+        not_copied: refused,
         chunks_copied: copied.into_inner(),
         chunk_bytes_copied: bytes.into_inner(),
         chunks_present: plan.chunks_present,

@@ -75,6 +75,13 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// The metadata of an open file or directory.
+    pub fn of(fd: impl AsFd) -> io::Result<Meta> {
+        Ok(meta(&rustix::fs::fstat(fd)?))
+    }
+}
+
 /// This process's effective user id.
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
@@ -172,9 +179,34 @@ impl DirFd {
     /// like `mkdir -p`.
     pub fn open_trusted(path: &Path, create: bool) -> io::Result<DirFd> {
         let abs = std::path::absolute(path)?;
+        let mut dir = DirFd::open(Path::new("/"))?;
+        dir.resolve_trusted(&abs, create)?;
+        dir.path = abs;
+        Ok(dir)
+    }
+
+    /// The directory `path` leads to from this one (from `/` when it is
+    /// absolute), resolved as [`DirFd::open_trusted`] does: a symlink on
+    /// the way is followed only when it belongs to the superuser or to this
+    /// user. For a symlink's target read from this directory.
+    pub fn open_trusted_from(&self, path: &Path) -> io::Result<DirFd> {
+        let mut dir = if path.is_absolute() {
+            DirFd::open(Path::new("/"))?
+        } else {
+            self.try_clone()?
+        };
+        dir.resolve_trusted(path, false)?;
+        dir.path = self.path.join(path);
+        Ok(dir)
+    }
+
+    /// Walks `path` from this directory one component at a time (see
+    /// [`DirFd::open_trusted`]), leaving `self` at the directory it leads
+    /// to.
+    fn resolve_trusted(&mut self, path: &Path, create: bool) -> io::Result<()> {
         let root = || DirFd::open(Path::new("/"));
-        let mut dir = root()?;
-        let mut queue: std::collections::VecDeque<std::ffi::OsString> = abs
+        let mut dir = self.try_clone()?;
+        let mut queue: std::collections::VecDeque<std::ffi::OsString> = path
             .components()
             .filter_map(|c| match c {
                 std::path::Component::Normal(n) => Some(n.to_os_string()),
@@ -244,8 +276,8 @@ impl DirFd {
                 None => return Err(rustix::io::Errno::NOENT.into()),
             }
         }
-        dir.path = abs;
-        Ok(dir)
+        *self = dir;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -489,6 +521,33 @@ impl DirFd {
         Ok(out)
     }
 
+    /// The names in this directory in byte order; a name that is not UTF-8
+    /// is an `InvalidData` error naming it (what a snapshot cannot record).
+    pub fn sorted_names(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            match std::str::from_utf8(name) {
+                Ok(n) => out.push(n.to_string()),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: file name is not UTF-8",
+                            self.join(&String::from_utf8_lossy(name)).display()
+                        ),
+                    ))
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(out)
+    }
+
     /// Sets this directory's permission bits.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
         rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))?;
@@ -542,6 +601,61 @@ impl DirFd {
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// One entry met by [`walk`]: its path relative to the walk's root, its
+/// name in `dir` (its parent, open), and its metadata (not following it).
+pub struct Walked<'d> {
+    pub rel: String,
+    pub dir: &'d DirFd,
+    pub name: String,
+    pub meta: Meta,
+}
+
+/// Walks the tree below `root` depth first, names in byte order, through
+/// directory descriptors only: no symlink is ever followed, and a
+/// directory is entered with `O_NOFOLLOW | O_DIRECTORY`, so a name swapped
+/// for a link between the listing and the descent is an error, not a
+/// detour. `visit` sees every entry; for a directory it returns whether to
+/// descend. `base` prefixes every `rel` (the root's own path in a larger
+/// tree, or empty). Holds one descriptor per level.
+pub fn walk(
+    root: &DirFd,
+    base: &str,
+    visit: &mut dyn FnMut(&Walked<'_>) -> crate::error::Result<bool>,
+) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let join = |dir: &str, name: &str| {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    for name in root
+        .sorted_names()
+        .map_err(Error::io("read directory", root.path()))?
+    {
+        let Some(meta) = root
+            .stat(&name)
+            .map_err(Error::io("stat", root.join(&name)))?
+        else {
+            continue; // gone since the listing
+        };
+        let entry = Walked {
+            rel: join(base, &name),
+            dir: root,
+            name,
+            meta,
+        };
+        if visit(&entry)? && meta.kind == EntryType::Dir {
+            let child = root
+                .open_dir(&entry.name)
+                .map_err(Error::io("open directory", root.join(&entry.name)))?;
+            walk(&child, &entry.rel, visit)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a filesystem has room for.

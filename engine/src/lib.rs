@@ -50,6 +50,7 @@ pub mod stage;
 pub mod stats;
 pub mod store;
 pub mod testhook;
+pub mod trusted;
 mod upload;
 pub mod verify;
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::repo::Repository;
-use crate::sign::{KeyId, Signatures, Signed, Trust};
+use crate::sign::{KeyId, Signatures, Signed, Subject, Trust};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
@@ -42,7 +42,7 @@ pub struct ListedInfo {
 /// snapshot's signatures by those keys are checked.
 pub fn list(repo: &Repository, host: Option<&str>, trust: Option<&Trust>) -> Result<Vec<Listed>> {
     let keys = repo.snapshots()?;
-    let signatures = Signatures::list(repo)?;
+    let signatures = Signatures::list(&**repo.store())?;
     // One GET per manifest not in the cache, several in flight.
     let listed = repo.map_manifests(&keys, |k, manifest| {
         let (info, error) = match manifest {
@@ -64,7 +64,7 @@ pub fn list(repo: &Repository, host: Option<&str>, trust: Option<&Trust>) -> Res
         };
         let trusted = trust.map(|t| {
             repo.manifest_bytes(k).is_ok_and(|bytes| {
-                t.check(repo, &signatures, &k.id, Signed::Manifest, &bytes)
+                t.check(&**repo.store(), &signatures, &Subject::Snapshot(*k), &bytes)
                     .trusted()
             })
         });

@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fsx::{DirFd, EntryType};
 
 /// How a database's `LOCK` is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,11 @@ pub fn probe(lock: &Path) -> Result<Option<Holder>> {
             })
         }
     };
+    probe_file(&file, lock)
+}
+
+/// Probes an open `LOCK` file (`lock` names it in messages).
+pub fn probe_file(file: &std::fs::File, lock: &Path) -> Result<Option<Holder>> {
     let fd = file.as_raw_fd();
     // SAFETY: `flock` is a plain C struct for which all-zero is valid.
     let mut query: libc::flock = unsafe { std::mem::zeroed() };
@@ -111,21 +117,30 @@ pub fn probe(lock: &Path) -> Result<Option<Holder>> {
 
 /// Every database under `root` whose `LOCK` is held.
 pub fn find(root: &Path) -> Result<Vec<LiveDb>> {
+    let dir = DirFd::open(root).map_err(Error::io("open", root))?;
+    find_in(&dir)
+}
+
+/// Every database below the open directory `root` (or in it) whose `LOCK`
+/// is held: walked and opened through descriptors, never through a link.
+pub fn find_in(root: &DirFd) -> Result<Vec<LiveDb>> {
     let mut live = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+    crate::fsx::walk(root, "", &mut |e| {
         crate::interrupt::check()?;
-        let entry = entry.map_err(|e| Error::Io {
-            op: "walk",
-            path: e.path().unwrap_or(root).to_path_buf(),
-            cause: e.into(),
-        })?;
-        if entry.file_type().is_file() && entry.file_name() == "LOCK" {
-            if let Some(holder) = probe(entry.path())? {
-                let dir = entry.path().parent().unwrap_or(root).to_path_buf();
-                live.push(LiveDb { dir, holder });
+        if e.meta.kind == EntryType::File && e.name == "LOCK" {
+            // A link, a fifo, or a name gone since the listing: no
+            // database's lock.
+            if let Ok(file) = e.dir.open_file(&e.name) {
+                if let Some(holder) = probe_file(&file, &e.dir.join(&e.name))? {
+                    live.push(LiveDb {
+                        dir: e.dir.path().to_path_buf(),
+                        holder,
+                    });
+                }
             }
         }
-    }
+        Ok(e.meta.kind == EntryType::Dir)
+    })?;
     Ok(live)
 }
 

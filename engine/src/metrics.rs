@@ -216,7 +216,20 @@ impl Run {
 
     /// Writes this run into the file at `path`: atomically, under a lock
     /// on its directory, keeping other runs' samples.
+    ///
+    /// The directory is often writable by a group other users belong to
+    /// (node_exporter's textfile directory), while blocksnap runs as root:
+    /// the file found there is read without following a symlink, and the
+    /// new file's mode is set on its descriptor, never by its name (a name
+    /// in that directory can be swapped for a link to a root-only file).
     pub fn write(&self, path: &Path) -> Result<()> {
+        self.write_racing(path, &|_| {})
+    }
+
+    /// [`Run::write`], calling `race` with the temporary file's path just
+    /// before its mode is set: what another user of the directory could do
+    /// there, for tests.
+    fn write_racing(&self, path: &Path, race: &dyn Fn(&Path)) -> Result<()> {
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -224,11 +237,7 @@ impl Run {
         let lock = std::fs::File::open(dir).map_err(Error::io("open", dir))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io("lock", dir)(e.into()))?;
-        let existing = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("read", path)(e)),
-        };
+        let existing = read_existing(path)?;
         let text = self.render(&existing);
         let mut tmp = tempfile::Builder::new()
             .prefix(".blocksnap-metrics")
@@ -237,13 +246,41 @@ impl Run {
         tmp.write_all(text.as_bytes())
             .and_then(|_| tmp.as_file().sync_all())
             .map_err(Error::io("write", tmp.path().to_path_buf()))?;
+        race(tmp.path());
         // Readable by node_exporter, which often runs as another user.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(Error::io("chmod", tmp.path().to_path_buf()))?;
+        rustix::fs::fchmod(tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))
+            .map_err(|e| Error::io("chmod", tmp.path().to_path_buf())(e.into()))?;
         tmp.persist(path)
             .map_err(|e| Error::io("rename metrics file to", path)(e.error))?;
         Ok(())
+    }
+}
+
+/// The metrics file as it is, or nothing: opened without following a
+/// symlink, and only if it is a regular file (a link or a fifo planted at
+/// its name is replaced by the new file, never read).
+fn read_existing(path: &Path) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(String::new()),
+        Err(e) => return Err(Error::io("read", path)(e)),
+    };
+    if !f.metadata().map_err(Error::io("stat", path))?.is_file() {
+        return Ok(String::new());
+    }
+    let mut text = String::new();
+    match f.read_to_string(&mut text) {
+        Ok(_) => Ok(text),
+        // Not ours (binary): replaced.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(String::new()),
+        Err(e) => Err(Error::io("read", path)(e)),
     }
 }
 
@@ -325,5 +362,40 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// Another user of the textfile directory swaps the temporary file for
+    /// a link to a root-only file between its write and its chmod (#20.4),
+    /// and plants a link at the metrics file's own name: neither the
+    /// victim's mode nor its bytes reach anyone.
+    #[test]
+    fn links_planted_in_the_directory_are_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("secret");
+        std::fs::write(
+            &victim,
+            "blocksnap_last_run_success{command=\"x\",repo=\"y\"} 42\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("blocksnap.prom");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let swap = |tmp: &Path| {
+            std::fs::remove_file(tmp).unwrap();
+            std::os::unix::fs::symlink(&victim, tmp).unwrap();
+        };
+        run("snapshot", true, 1.0)
+            .write_racing(&path, &swap)
+            .unwrap();
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the victim's mode was changed through a link");
+        run("snapshot", true, 2.0).write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("} 42"),
+            "the victim's lines were copied: {text}"
+        );
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
     }
 }

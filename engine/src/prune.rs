@@ -32,17 +32,25 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::layout::{self, RoundObject, SnapshotKey};
+use crate::format::layout::{self, Attempt, RoundObject, SnapshotKey};
 use crate::format::manifest::Manifest;
 use crate::format::prune::PrunePlan;
 use crate::id::{ChunkId, Hash};
 use crate::interrupt;
 use crate::progress::{Progress, Silent};
-use crate::repo::{now_unix_ns, Repository, Round, FATE_COMMIT, FATE_EXPIRE};
+use crate::repo::{
+    now_unix_ns, read_fate, Fate, Repository, Round, FATE_EXPIRE, MAX_MANIFEST_OBJECT,
+};
 use crate::store::{Counts, ObjectInfo};
 
 /// Chunk ids one plan holds at most (the plan object's size limit).
 const MAX_PLAN_CHUNKS: usize = 8_000_000;
+
+/// Unfinished sweep attempts of one round after which a prune says so.
+const TAKEOVERS_WORTH_A_WARNING: u32 = 3;
+
+/// Largest fate object read: `commit ` and 64 hex digits, or `expire`.
+const MAX_FATE_BYTES: u64 = 128;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -110,6 +118,12 @@ pub struct PruneReport {
     pub pending_promoted: u64,
     pub pending_expired: u64,
     pub pending_kept: u64,
+    /// Pending objects or fates that were no writer's (planted, or damaged):
+    /// removed, never roots.
+    pub pending_junk: u64,
+    /// What an operator should know: objects no blocksnap writes, found and
+    /// removed or ignored; rounds taken over many times.
+    pub warnings: Vec<String>,
     pub rounds_retired: u64,
     pub stale_files: u64,
     pub stale_bytes: u64,
@@ -169,6 +183,20 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                     return None;
                 }
             }
+            // Each attempt that never finished cost a lease: sweep markers
+            // planted ahead of the prunes stall the round by that much each.
+            if round
+                .attempt()
+                .is_some_and(|a| a >= TAKEOVERS_WORTH_A_WARNING)
+            {
+                report.warnings.push(format!(
+                    "prune round {r}: {} sweep attempts have begun and none finished: a sweep that \
+                     keeps dying, or sweep markers written by something other than blocksnap \
+                     (each delays the round by the lease, {} s)",
+                    round.attempt().unwrap_or(0),
+                    opts.lease.as_secs()
+                ));
+            }
             Some((r, round.attempt().map_or(1, |a| a + 1), round.plan_stamp()))
         })
         .collect();
@@ -190,8 +218,17 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                 attempt,
                 at: now,
             });
-        } else if let Some(c) = claim(repo, round, attempt, stamp)? {
-            claimed.push(c);
+        } else {
+            match claim(repo, round, attempt, stamp) {
+                Ok(Some(c)) => claimed.push(c),
+                Ok(None) => {}
+                // Nothing was deleted: the rounds claimed so far are
+                // released, as below.
+                Err(e) => {
+                    release(repo, &claimed);
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -416,7 +453,19 @@ fn claim(repo: &Repository, r: u64, attempt: u32, stamp: u64) -> Result<Option<C
     }
     repo.store().flush()?;
     crate::testhook::point("prune-claimed");
-    repo.bump_epoch(r, stamp)?;
+    if let Err(e) = repo.bump_epoch(r, stamp) {
+        // No epoch, no deletion: the claim is withdrawn, so that writers do
+        // not wait for a sweep that never starts.
+        release(
+            repo,
+            &[Claim {
+                round: r,
+                attempt,
+                at: 0,
+            }],
+        );
+        return Err(e);
+    }
     crate::testhook::point("prune-epoch");
     let at = repo
         .store()
@@ -593,11 +642,13 @@ fn roots(
     progress: &dyn Progress,
 ) -> Result<Roots> {
     let mut chunks: HashSet<ChunkId> = HashSet::new();
-    // Pending commits: manifest and fate by id.
-    let mut pending: BTreeMap<Hash, (Option<ObjectInfo>, Option<ObjectInfo>)> = BTreeMap::new();
+    // Pending commits: each attempt's manifest and fate (an attempt of
+    // `None` is a legacy `pending/<id>`).
+    type Objects = (Option<ObjectInfo>, Option<ObjectInfo>);
+    let mut pending: BTreeMap<(Hash, Option<Attempt>), Objects> = BTreeMap::new();
     for o in repo.store().list(layout::PENDING_PREFIX)? {
-        if let Some((id, is_fate)) = layout::parse_pending_key(&o.key) {
-            let e = pending.entry(id).or_default();
+        if let Some((id, attempt, is_fate)) = layout::parse_pending_key(&o.key) {
+            let e = pending.entry((id, attempt)).or_default();
             if is_fate {
                 e.1 = Some(o);
             } else {
@@ -605,31 +656,55 @@ fn roots(
             }
         }
     }
-    for (id, (manifest, fate)) in pending {
-        let pending_key = layout::pending_key(&id);
-        let fate_key = layout::fate_key(&id);
-        let fate_body = match &fate {
-            Some(_) => match repo.store().get(&fate_key, 64) {
-                Ok(b) => Some(b),
+    let store = repo.store();
+    for ((id, attempt), (manifest, fate)) in pending {
+        interrupt::check()?;
+        let (pending_key, fate_key) = match &attempt {
+            Some(a) => (layout::pending_key(&id, a), layout::fate_key(&id, a)),
+            None => (
+                layout::legacy_pending_key(&id),
+                layout::legacy_fate_key(&id),
+            ),
+        };
+        let fate = match &fate {
+            Some(_) => match store.get(&fate_key, MAX_FATE_BYTES) {
+                Ok(b) => Some(read_fate(&b, attempt.as_ref())),
                 Err(e) if e.is_missing() => None,
+                // Larger than any fate blocksnap writes.
+                Err(Error::Format { .. }) => Some(Fate::Junk),
                 Err(e) => return Err(e),
             },
             None => None,
         };
+        // Removes the attempt: the pending object first, then the fate (a
+        // writer that finds its fate key free again finds its pending
+        // object gone, and refuses).
+        let drop_attempt = || -> Result<()> {
+            if !opts.dry_run {
+                store.delete(&pending_key)?;
+                store.delete(&fate_key)?;
+            }
+            Ok(())
+        };
         let Some(info) = manifest else {
             // A fate left behind after its commit finished.
             if !opts.dry_run {
-                repo.store().delete(&fate_key)?;
+                store.delete(&fate_key)?;
             }
             continue;
         };
-        let bytes = match repo.store().get(&pending_key, info.size) {
-            Ok(b) => b,
-            Err(e) if e.is_missing() => continue,
-            Err(e) => return Err(e),
-        };
-        let decoded = if Hash::of(&bytes) == id {
-            Manifest::decode(&bytes).ok()
+        // Sound: no larger than a manifest, hashes to its name, decodes.
+        // Anything else is no commit a writer made (a writer names its
+        // pending object by the BLAKE3 of what it writes, after validating
+        // it), and never a root.
+        let sound = if info.size <= MAX_MANIFEST_OBJECT {
+            match store.get(&pending_key, MAX_MANIFEST_OBJECT) {
+                Ok(b) if Hash::of(&b) == id => Manifest::decode(&b).ok().map(|m| (m, b)),
+                Ok(_) => None,
+                Err(e) if e.is_missing() => continue,
+                Err(Error::Format { .. }) => None,
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -637,20 +712,12 @@ fn roots(
             .modified_unix_ns
             .saturating_add(nanos(opts.pending_expiry))
             <= now;
-        match (fate_body.as_deref(), decoded) {
-            (Some(f), Some(m)) if f == FATE_COMMIT => {
-                // Its writer claimed it and may have died: complete the
-                // commit (the writer's checks passed before its claim) —
-                // unless it was committed and forgotten since, which a
-                // promotion must not undo.
-                let record = layout::forgotten_key(&id);
-                if repo.store().size(&record)?.is_some() {
-                    if !opts.dry_run {
-                        repo.store().delete(&pending_key)?;
-                        repo.store().delete(&fate_key)?;
-                    }
-                    continue;
-                }
+        match (fate, sound) {
+            (Some(Fate::Claim), Some((m, bytes))) => {
+                // Its writer claimed it after its check, and may have died:
+                // complete the commit. A forget record does not stop this:
+                // the record keeps the snapshot forgotten, and the chunks
+                // stay roots while the manifest is listed.
                 report.pending_promoted += 1;
                 chunks.extend(m.files().flat_map(|(_, _, _, c)| c.iter().map(|c| c.id)));
                 if !opts.dry_run {
@@ -659,58 +726,64 @@ fn roots(
                         created_unix_ns: m.created_unix_ns,
                         id,
                     };
-                    repo.store().put_if_absent(&key.key(), &bytes)?;
-                    repo.store().flush()?;
-                    // A forget that ran meanwhile wrote its record before
-                    // it deleted the manifest: seen now, the manifest goes
-                    // again (its own delete may have come before this put).
-                    if repo.store().size(&record)?.is_some() {
-                        repo.store().delete(&key.key())?;
-                    }
-                    repo.store().delete(&pending_key)?;
-                    repo.store().delete(&fate_key)?;
+                    store.put_if_absent(&key.key(), &bytes)?;
+                    store.flush()?;
+                    crate::testhook::point("prune-completed");
+                    drop_attempt()?;
                 }
             }
-            (Some(f), _) if f == FATE_EXPIRE => {
+            (Some(Fate::Expire), _) => {
                 report.pending_expired += 1;
-                if !opts.dry_run {
-                    repo.store().delete(&pending_key)?;
-                    repo.store().delete(&fate_key)?;
+                drop_attempt()?;
+            }
+            (Some(Fate::Junk), _) | (Some(Fate::Claim), None) => {
+                report.pending_junk += 1;
+                report.warnings.push(format!(
+                    "{pending_key}: not a commit any writer claimed (its fate or its manifest is \
+                     not what blocksnap writes); removed"
+                ));
+                drop_attempt()?;
+            }
+            (None, None) => {
+                // Expired at once: nothing can be a root of it, and once
+                // its fate is taken no writer can claim it.
+                report.pending_junk += 1;
+                report.warnings.push(format!(
+                    "{pending_key}: not a pending commit blocksnap writes (too large, not hashing \
+                     to its name, or not a manifest); removed"
+                ));
+                if !opts.dry_run && store.put_if_absent(&fate_key, FATE_EXPIRE)? {
+                    store.flush()?;
+                    drop_attempt()?;
                 }
             }
-            (_, decoded) if old => {
+            (None, Some((m, _))) if old => {
                 // Nobody claimed it in time: expire it, unless its writer
                 // claims it first (then it is the case above, next run).
                 if opts.dry_run {
                     report.pending_expired += 1;
                     continue;
                 }
-                if repo.store().put_if_absent(&fate_key, FATE_EXPIRE)? {
+                if store.put_if_absent(&fate_key, FATE_EXPIRE)? {
                     report.pending_expired += 1;
-                    repo.store().flush()?;
-                    repo.store().delete(&pending_key)?;
-                    repo.store().delete(&fate_key)?;
-                } else if let Some(m) = decoded {
+                    store.flush()?;
+                    drop_attempt()?;
+                } else {
                     report.pending_kept += 1;
                     chunks.extend(m.files().flat_map(|(_, _, _, c)| c.iter().map(|c| c.id)));
                 }
             }
-            (_, Some(m)) => {
+            (None, Some((m, _))) => {
                 report.pending_kept += 1;
                 chunks.extend(m.files().flat_map(|(_, _, _, c)| c.iter().map(|c| c.id)));
             }
-            (_, None) => {
-                return Err(Error::Refused(format!(
-                    "{pending_key}: a pending commit that does not decode, too young to expire; \
-                     prune stops rather than guess what it needs (it expires after {} s)",
-                    opts.pending_expiry.as_secs()
-                )))
-            }
         }
     }
-    // Then the snapshots. Every manifest must be readable: the chunks of
-    // one that is not are unknown, and none may be deleted for it.
-    let keys = repo.snapshots()?;
+    // Then the snapshots: every manifest listed, forgotten or not (a forget
+    // record never drops roots: anyone who can write to the bucket could
+    // plant one). Every manifest must be readable: the chunks of one that
+    // is not are unknown, and none may be deleted for it.
+    let keys = repo.all_snapshots()?;
     progress.begin("read manifests", keys.len() as u64);
     let per: Vec<Result<Vec<ChunkId>>> = keys
         .par_iter()

@@ -178,12 +178,18 @@ fn refuse_foreign(dir: &DirFd, name: &str, what: &str) -> Error {
     ))
 }
 
-/// The journal of an interrupted publish in `target`, if there is one. A
-/// leftover temporary journal (a crash before anything moved) is removed.
-pub fn pending(target: &DirFd) -> Result<Option<Journal>> {
+/// Removes a temporary journal a crash left before anything moved (it
+/// never counts: only the renamed journal does). Not for a dry run.
+pub fn remove_stale_journal(target: &DirFd) -> Result<()> {
     target
         .remove(JOURNAL_TMP)
         .map_err(io_err("remove", target, JOURNAL_TMP))?;
+    Ok(())
+}
+
+/// The journal of an interrupted publish in `target`, if there is one.
+/// Reads only: a restore's plan (and so its dry run) calls it.
+pub fn pending(target: &DirFd) -> Result<Option<Journal>> {
     match target
         .stat(JOURNAL)
         .map_err(io_err("stat", target, JOURNAL))?

@@ -11,12 +11,14 @@ use crate::error::{Error, Result};
 use crate::format::chunk;
 use crate::format::config::{ChunkerParams, RepoConfig};
 use crate::format::envelope::{HEADER_LEN, TRAILER_LEN};
-use crate::format::layout::{self, RoundObject, SnapshotKey};
+use crate::format::forget::ForgetRecord;
+use crate::format::layout::{self, Attempt, RoundObject, SnapshotKey};
 use crate::format::limits;
 use crate::format::manifest::{ChunkRef, Manifest};
 use crate::format::prune::PrunePlan;
 use crate::format::FormatError;
 use crate::id::{ChunkId, Hash};
+use crate::sign::{Signatures, Subject, Trust};
 use crate::store::{ObjectInfo, Store};
 use crate::testhook;
 use std::os::unix::fs::DirBuilderExt;
@@ -26,7 +28,7 @@ use std::os::unix::fs::DirBuilderExt;
 pub const MAX_CHUNK_OBJECT: u64 =
     limits::MAX_CHUNK_BYTES + limits::MAX_CHUNK_BYTES / 128 + 1024 + HEADER_LEN as u64;
 
-const MAX_MANIFEST_OBJECT: u64 = limits::MAX_MANIFEST_BYTES + (HEADER_LEN + TRAILER_LEN) as u64;
+pub const MAX_MANIFEST_OBJECT: u64 = limits::MAX_MANIFEST_BYTES + (HEADER_LEN + TRAILER_LEN) as u64;
 
 /// Manifests [`Repository::map_manifests`] loads at once, at most: enough to
 /// hide a network store's latency, few enough that the manifests decoded at
@@ -39,10 +41,32 @@ pub struct Repository {
     /// A local directory of manifests already read (see
     /// [`Repository::with_manifest_cache`]).
     manifest_cache: Option<PathBuf>,
+    /// The keys whose signatures this handle believes (`--trust`): a forget
+    /// record counts only when one of them signed it.
+    trust: Option<Arc<Trust>>,
 }
 
 /// The snapshots with their manifest objects' sizes, and the strays.
 pub type Listing = (Vec<(SnapshotKey, u64)>, Vec<String>);
+
+/// The snapshots as readers see them (FORMAT.md §10, "Forget"): a snapshot
+/// is live when its manifest is listed and no forget record that counts
+/// names it. The record, not the manifest's deletion, is what forgets: a
+/// manifest put back by a commit that raced the forget stays forgotten.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotView {
+    /// Live snapshots, oldest first, with each manifest object's size.
+    pub live: Vec<(SnapshotKey, u64)>,
+    /// Manifests listed although a forget record that counts names them:
+    /// not live (a forget raced a late commit; `forget ID` removes them).
+    pub forgotten: Vec<SnapshotKey>,
+    /// Keys under `snapshots/` that are not snapshot keys.
+    pub strays: Vec<String>,
+    /// Forget records naming a listed snapshot that do not count, and why
+    /// (not a forget record of that snapshot; with trusted keys, not signed
+    /// by one): that snapshot is live.
+    pub ignored_records: Vec<String>,
+}
 
 /// Which snapshots a command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +94,17 @@ impl std::str::FromStr for Selector {
                 Ok(Selector::Id(s.to_ascii_lowercase()))
             }
             _ => Err(Error::BadSelector { given: s.into() }),
+        }
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Latest => f.write_str("latest"),
+            Selector::All => f.write_str("all"),
+            Selector::Height(h) => write!(f, "{h}"),
+            Selector::Id(p) => f.write_str(p),
         }
     }
 }
@@ -143,6 +178,7 @@ impl Repository {
             store,
             config,
             manifest_cache: None,
+            trust: None,
         })
     }
 
@@ -160,6 +196,7 @@ impl Repository {
             store,
             config,
             manifest_cache: None,
+            trust: None,
         })
     }
 
@@ -167,19 +204,106 @@ impl Repository {
         &self.store
     }
 
+    /// Believes signatures by these keys: forget records count only when
+    /// one of them signed them (and `crate::trusted` resolves snapshots a
+    /// trusted key signed). `None` believes every forget record that
+    /// decodes: a co-tenant of the bucket can then hide snapshots, as it
+    /// can plant them (FORMAT.md §11, the threat model).
+    pub fn with_trust(mut self, trust: Option<Arc<Trust>>) -> Repository {
+        self.trust = trust;
+        self
+    }
+
+    pub fn trust(&self) -> Option<&Arc<Trust>> {
+        self.trust.as_ref()
+    }
+
+    /// The snapshots as readers see them: one LIST of `snapshots/` and one
+    /// of `forgotten/`; a record is read only when its id is that of a
+    /// listed manifest (a forget that raced a late commit, or a planted
+    /// record), which is rare.
+    pub fn view(&self) -> Result<SnapshotView> {
+        let (listed, strays) = self.snapshot_listing()?;
+        let records: HashSet<Hash> = self
+            .store
+            .list(layout::FORGOTTEN_PREFIX)?
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(layout::FORGOTTEN_PREFIX)?.parse().ok())
+            .collect();
+        let mut view = SnapshotView {
+            strays,
+            ..SnapshotView::default()
+        };
+        let mut signatures: Option<Signatures> = None;
+        for (key, size) in listed {
+            if !records.contains(&key.id) {
+                view.live.push((key, size));
+                continue;
+            }
+            match self.record_counts(&key, &mut signatures) {
+                Ok(()) => view.forgotten.push(key),
+                Err(why) => {
+                    view.ignored_records
+                        .push(format!("{}: {why}", layout::forgotten_key(&key.id)));
+                    view.live.push((key, size));
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Whether the forget record of `key` counts: it decodes, names this
+    /// very key, and (with trusted keys) one of them signed it. `Err` says
+    /// why not; a record that cannot be fetched does not count.
+    fn record_counts(
+        &self,
+        key: &SnapshotKey,
+        signatures: &mut Option<Signatures>,
+    ) -> std::result::Result<(), String> {
+        let name = layout::forgotten_key(&key.id);
+        let bytes = self
+            .store
+            .get(&name, limits::MAX_RECORD_BYTES)
+            .map_err(|e| e.to_string())?;
+        let record =
+            ForgetRecord::decode(&bytes).map_err(|e| format!("not a forget record: {e}"))?;
+        if record.snapshot != key.key() {
+            return Err(format!("it names {}, not this snapshot", record.snapshot));
+        }
+        if let Some(trust) = &self.trust {
+            if signatures.is_none() {
+                *signatures = Some(Signatures::list(&*self.store).map_err(|e| e.to_string())?);
+            }
+            let listed = signatures.as_ref().expect("listed above");
+            let verdict = trust.check(&*self.store, listed, &Subject::Forget(key.id), &bytes);
+            if !verdict.trusted() {
+                return Err(format!(
+                    "forget record not signed by a trusted key: {}",
+                    verdict.why_not(trust)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a forget record that counts names `key` (see
+    /// [`Repository::view`]); one GET when a record is there.
+    pub fn is_forgotten(&self, key: &SnapshotKey) -> Result<bool> {
+        match self.store.size(&layout::forgotten_key(&key.id))? {
+            None => Ok(false),
+            Some(_) => Ok(self.record_counts(key, &mut None).is_ok()),
+        }
+    }
+
     pub fn config(&self) -> &RepoConfig {
         &self.config
     }
 
-    /// All snapshots, oldest first. Keys under `snapshots/` that are not
-    /// snapshot keys are returned apart, for verify to report.
-    pub fn snapshots_and_strays(&self) -> Result<(Vec<SnapshotKey>, Vec<String>)> {
-        let (listed, strays) = self.snapshot_listing()?;
-        Ok((listed.into_iter().map(|(k, _)| k).collect(), strays))
-    }
-
-    /// As [`Repository::snapshots_and_strays`], with each manifest
-    /// object's size.
+    /// Every manifest listed under `snapshots/`, forgotten or not, with each
+    /// object's size, oldest first, and apart the keys that are not
+    /// snapshot keys (for verify to report). What prune counts as roots:
+    /// a forget record, which anyone who can write to the bucket could
+    /// plant, never makes prune drop a manifest's chunks.
     pub fn snapshot_listing(&self) -> Result<Listing> {
         let mut keys = Vec::new();
         let mut strays = Vec::new();
@@ -193,8 +317,20 @@ impl Repository {
         Ok((keys, strays))
     }
 
+    /// The live snapshots, oldest first (see [`Repository::view`]).
     pub fn snapshots(&self) -> Result<Vec<SnapshotKey>> {
-        Ok(self.snapshots_and_strays()?.0)
+        Ok(self.view()?.live.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Every manifest listed, forgotten or not (see
+    /// [`Repository::snapshot_listing`]).
+    pub fn all_snapshots(&self) -> Result<Vec<SnapshotKey>> {
+        Ok(self
+            .snapshot_listing()?
+            .0
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     pub fn resolve(&self, selector: &Selector) -> Result<Vec<SnapshotKey>> {
@@ -455,16 +591,26 @@ impl Repository {
         Ok(raw)
     }
 
-    /// The repository's prune epoch: the highest `epochs/` key, 0 when
-    /// there is none. One LIST request.
+    /// The repository's prune epoch: the highest `epochs/` key up to
+    /// [`MAX_EPOCH`], 0 when there is none. One LIST request.
     pub fn epoch(&self) -> Result<u64> {
-        Ok(self
+        Ok(self.epochs()?.last().copied().unwrap_or(0))
+    }
+
+    /// Every epoch listed, in order, up to [`MAX_EPOCH`]: a key beyond it
+    /// was not written by a prune (each bumps the highest by one) and is
+    /// ignored, so that a planted `epochs/18446744073709551615` cannot make
+    /// the next epoch overflow (#20). One LIST request.
+    pub fn epochs(&self) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = self
             .store
             .list(layout::EPOCHS_PREFIX)?
             .iter()
             .filter_map(|o| layout::parse_epoch_key(&o.key))
-            .max()
-            .unwrap_or(0))
+            .filter(|e| *e <= MAX_EPOCH)
+            .collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// Starts a new prune epoch for the sweep of `round`, whose plan the
@@ -474,9 +620,20 @@ impl Repository {
     /// epoch, so that every client's chunk index stops trusting what it
     /// remembers and every writer's commit checks the round (FORMAT.md §10).
     pub fn bump_epoch(&self, round: u64, plan_stamp: u64) -> Result<u64> {
-        loop {
-            let next = self.epoch()? + 1;
-            let body = format!("{round} {plan_stamp}");
+        let body = format!("{round} {plan_stamp}");
+        // Another prune bumping at the same moment takes a number; so may
+        // objects planted ahead: a few tries, each answering a signal.
+        for _ in 0..BUMP_TRIES {
+            crate::interrupt::check()?;
+            let next = self.epoch()?.checked_add(1).filter(|n| *n <= MAX_EPOCH);
+            let Some(next) = next else {
+                return Err(Error::Refused(format!(
+                    "{}: the repository's prune epoch has reached its limit ({MAX_EPOCH}), which no \
+                     prune reaches (each sweep adds one): an epoch object was planted; chunks cannot \
+                     be deleted safely until it is removed",
+                    self.store.location()
+                )));
+            };
             if self
                 .store
                 .put_if_absent(&layout::epoch_key(next), body.as_bytes())?
@@ -485,6 +642,11 @@ impl Repository {
                 return Ok(next);
             }
         }
+        Err(Error::Refused(format!(
+            "{}: {BUMP_TRIES} prune epochs in a row were taken while this prune tried to write \
+             one; something is writing epoch objects ahead of it",
+            self.store.location()
+        )))
     }
 
     /// The round whose sweep started epoch `e` and its plan's stamp;
@@ -497,6 +659,8 @@ impl Repository {
                 Some((r.parse().ok()?, stamp.parse().ok()?))
             })),
             Err(e) if e.is_missing() => Ok(None),
+            // Larger than any epoch a prune writes: names nothing.
+            Err(Error::Format { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -572,11 +736,13 @@ impl Repository {
     }
 
     /// Commits a manifest (FORMAT.md §10, "Writers"): a durability barrier
-    /// over its chunks; the manifest as `pending/<id>`, visible to every
-    /// prune that lists after it; a check that no prune round swept while
-    /// this writer ran took a chunk it names; a claim of `pending/<id>.fate`
-    /// that a prune expiring the pending commit could not take first; then
-    /// the manifest at its key, the commit point.
+    /// over its chunks; the manifest as this attempt's own
+    /// `pending/<id>-<attempt>`, visible to every prune that lists after it;
+    /// a check that no prune round swept while this writer ran took a chunk
+    /// it names; a claim of the attempt's fate, with the secret that names
+    /// the attempt, that a prune expiring it could not take first; the
+    /// manifest at its key, the commit point; and a re-check that no forget
+    /// forgot the snapshot meanwhile.
     pub fn commit(&self, manifest: &Manifest, session: &WriteSession) -> Result<SnapshotKey> {
         manifest.validate().map_err(Error::format("new manifest"))?;
         self.store.flush()?;
@@ -587,51 +753,56 @@ impl Repository {
             created_unix_ns: manifest.created_unix_ns,
             id,
         };
-        let pending = layout::pending_key(&id);
-        self.store.put_if_absent(&pending, &bytes)?;
+        let secret = new_secret()?;
+        let attempt = Attempt::of(&secret);
+        let pending = layout::pending_key(&id, &attempt);
+        if !self.store.put_if_absent(&pending, &bytes)? {
+            return Err(Error::Refused(format!(
+                "{pending} exists before this writer wrote it: its name comes from a secret only \
+                 this writer had; refusing to commit through it"
+            )));
+        }
         self.store.flush()?;
         testhook::point("commit-pending");
         if let Err(e) = self.check_sweeps(manifest, session) {
             let _ = self.store.delete(&pending);
             return Err(e);
         }
-        let fate = layout::fate_key(&id);
-        if !self.store.put_if_absent(&fate, FATE_COMMIT)? {
-            match self.store.get(&fate, 64) {
-                Ok(f) if f == FATE_COMMIT => {}
-                _ => {
-                    return Err(Error::Refused(format!(
-                    "snapshot {} not committed: a prune expired its pending commit (the snapshot \
-                         waited too long between writing and committing); run it again",
-                    key.key()
-                )))
-                }
-            }
+        let fate = layout::fate_key(&id, &attempt);
+        let expired = || {
+            Error::Refused(format!(
+                "snapshot {} not committed: a prune expired its pending commit (the snapshot \
+                 waited too long between writing and committing); run it again",
+                key.key()
+            ))
+        };
+        if !self.store.put_if_absent(&fate, &fate_commit(&secret))? {
+            // A prune's expiry, or an object someone else put there first:
+            // this attempt cannot commit.
+            return Err(expired());
         }
-        // Claimed. A prune that expired the pending commit before (and
-        // removed its own claim since) removed the pending object first: if
-        // it is still there, it has been a root without a break since it
-        // was written, and no prune can expire it any more. Gone, it was
-        // either expired or, after this claim, completed by a prune.
-        if self.store.size(&pending)?.is_none() {
+        // Claimed. A prune that expired the attempt before (and removed its
+        // own fate since) removed the pending object first: if it is still
+        // there, it has been a root without a break since it was written,
+        // and no prune can expire it any more. Gone, it was either expired
+        // or, after this claim, completed by a prune.
+        let completed = if self.store.size(&pending)?.is_none() {
             let promoted = self
                 .store
                 .get(&key.key(), bytes.len() as u64)
                 .is_ok_and(|b| b == bytes);
-            if promoted {
-                return Ok(key);
+            if !promoted {
+                let _ = self.store.delete(&fate);
+                return Err(expired());
             }
-            let _ = self.store.delete(&fate);
-            return Err(Error::Refused(format!(
-                "snapshot {} not committed: a prune expired its pending commit (the snapshot \
-                 waited too long between writing and committing); run it again",
-                key.key()
-            )));
-        }
+            true
+        } else {
+            false
+        };
         testhook::point("commit-claimed");
-        if !self.store.put_if_absent(&key.key(), &bytes)? {
-            // Our own earlier attempt, or a prune that completed it for us,
-            // wrote the very bytes; anything else is a collision.
+        if !completed && !self.store.put_if_absent(&key.key(), &bytes)? {
+            // A prune that completed it for us wrote the very bytes;
+            // anything else is a collision.
             let same = self
                 .store
                 .get(&key.key(), bytes.len() as u64)
@@ -644,6 +815,19 @@ impl Repository {
             }
         }
         self.store.flush()?;
+        testhook::point("commit-put");
+        // A forget that ran after a prune completed this commit and before
+        // the write above: the record stands, the manifest is not live.
+        if self.is_forgotten(&key)? {
+            let _ = self.store.delete(&key.key());
+            let _ = self.store.delete(&pending);
+            let _ = self.store.delete(&fate);
+            return Err(Error::Refused(format!(
+                "snapshot {} was committed and forgotten (a forget ran while this writer finished \
+                 its commit); it stays forgotten",
+                key.key()
+            )));
+        }
         // Done; what is left is tidying a later prune would also do.
         let _ = self.store.delete(&pending);
         let _ = self.store.delete(&fate);
@@ -654,10 +838,12 @@ impl Repository {
     /// writer began (an epoch after its own) or being swept when it began
     /// must not have deleted a chunk the manifest names.
     fn check_sweeps(&self, manifest: &Manifest, session: &WriteSession) -> Result<()> {
-        let now = self.epoch()?;
         // Round → the stamp of the plan it swept (or was sweeping).
         let mut rounds: BTreeMap<u64, u64> = session.sweeping.clone();
-        for e in session.epoch + 1..=now {
+        // The epochs listed since this writer began (not every number in
+        // between: a planted epoch far ahead is one object, not a range).
+        for e in self.epochs()?.into_iter().filter(|e| *e > session.epoch) {
+            crate::interrupt::check()?;
             match self.epoch_round(e)? {
                 Some((r, stamp)) => {
                     if rounds.insert(r, stamp).is_some_and(|s| s != stamp) {
@@ -667,12 +853,14 @@ impl Repository {
                         )));
                     }
                 }
-                None => {
-                    return Err(Error::Refused(format!(
-                        "snapshot not committed: chunks were deleted while it ran (epoch {e}) and \
-                         the record of what was deleted is gone; run it again"
-                    )))
-                }
+                // Every prune names the round it sweeps; an epoch that
+                // names none records no deletion a writer could check (a
+                // planted or hand-made object): reported, not trusted.
+                None => tracing::warn!(
+                    "{}: names no prune round; ignored (no prune of this version writes such an \
+                     epoch)",
+                    layout::epoch_key(e)
+                ),
             }
         }
         if rounds.is_empty() {
@@ -733,10 +921,78 @@ impl Repository {
     }
 }
 
-/// The body of a fate object that a writer claims.
+/// The highest prune epoch honoured: 2^48 sweeps is more than any
+/// repository will see; keys above it are planted and ignored.
+pub const MAX_EPOCH: u64 = 1 << 48;
+
+/// How many epoch numbers one bump tries before it gives up.
+const BUMP_TRIES: usize = 64;
+
+/// The body of a legacy fate object (`pending/<id>.fate`) that a writer of
+/// the first version 2 release claimed.
 pub const FATE_COMMIT: &[u8] = b"commit\n";
 /// The body of a fate object that a prune claims to expire a pending commit.
 pub const FATE_EXPIRE: &[u8] = b"expire\n";
+
+/// The fate a writer claims for its attempt: `commit <secret>`, the secret
+/// whose BLAKE3 names the attempt.
+pub fn fate_commit(secret: &[u8; 32]) -> Vec<u8> {
+    format!("commit {}\n", hex::encode(secret)).into_bytes()
+}
+
+/// What a fate object says (FORMAT.md §10, "Prune" step 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The writer claimed the commit after its check.
+    Claim,
+    /// A prune expired the attempt.
+    Expire,
+    /// Anything else: not a claim its writer made (whose claim then fails).
+    Junk,
+}
+
+/// Reads a fate object's body for `attempt` (`None`: a legacy fate).
+pub fn read_fate(body: &[u8], attempt: Option<&Attempt>) -> Fate {
+    if body == FATE_EXPIRE {
+        return Fate::Expire;
+    }
+    match attempt {
+        None if body == FATE_COMMIT => Fate::Claim,
+        None => Fate::Junk,
+        Some(a) => {
+            let secret = std::str::from_utf8(body)
+                .ok()
+                .and_then(|t| t.strip_prefix("commit "))
+                .and_then(|t| t.strip_suffix('\n'))
+                .and_then(|h| {
+                    let mut s = [0u8; 32];
+                    hex::decode_to_slice(h, &mut s).ok().map(|()| s)
+                });
+            match secret {
+                Some(s) if Attempt::of(&s) == *a => Fate::Claim,
+                _ => Fate::Junk,
+            }
+        }
+    }
+}
+
+/// 32 bytes from the kernel's random source: a commit attempt's secret.
+fn new_secret() -> Result<[u8; 32]> {
+    let mut s = [0u8; 32];
+    let mut filled = 0;
+    while filled < s.len() {
+        match rustix::rand::getrandom(&mut s[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                return Err(Error::Refused(format!(
+                    "cannot draw a commit secret from the kernel: {e}"
+                )))
+            }
+        }
+    }
+    Ok(s)
+}
 
 /// What a writer knew of the repository's prunes when it began.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

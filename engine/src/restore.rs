@@ -470,24 +470,32 @@ fn check_tree(
     for (entry, path) in manifest.entries.iter().zip(paths) {
         if let EntryKind::Symlink { target } = &entry.kind {
             mpath::check_link_target_contained(path, target).map_err(refuse)?;
+        }
+    }
+    for (entry, path) in manifest.entries.iter().zip(paths) {
+        if let EntryKind::Symlink { target } = &entry.kind {
             // A link that climbs to the target's root must lead into one of
             // the snapshot's own top-level entries: the target's other
             // entries (kept by --force) are not the snapshot's to point at.
-            let climbs = target.split('/').take_while(|c| *c == "..").count();
-            let depth = path.split('/').count() - 1;
-            if climbs == depth {
-                let first = target
-                    .split('/')
-                    .skip(climbs)
-                    .find(|c| !c.is_empty() && *c != ".");
-                if let Some(first) = first {
-                    if !tops.contains(first) {
-                        return Err(Error::Refused(format!(
-                            "snapshot {}: symlink {path} -> {target} leads to {first:?}, which is not \
-                             one of the snapshot's own top-level entries",
-                            key.key()
-                        )));
-                    }
+            // A link to the root itself is refused too: a path through it
+            // (`up/keep/x`) reaches those entries without climbing.
+            match mpath::climb_to_root(path, target) {
+                None => {}
+                Some(Some(first)) if tops.contains(first) => {}
+                Some(Some(first)) => {
+                    return Err(Error::Refused(format!(
+                        "snapshot {}: symlink {path} -> {target} leads to {first:?}, which is not \
+                         one of the snapshot's own top-level entries",
+                        key.key()
+                    )))
+                }
+                Some(None) => {
+                    return Err(Error::Refused(format!(
+                        "snapshot {}: symlink {path} -> {target} leads to the restore target's own \
+                         directory, through which a path could reach entries that are not the \
+                         snapshot's",
+                        key.key()
+                    )))
                 }
             }
         }
@@ -629,6 +637,7 @@ pub fn restore(
     let requests_before = repo.store().request_counts();
     let target = DirFd::open_trusted(&plan.target, true)
         .map_err(|e| Error::Refused(format!("restore target {}: {e}", plan.target.display())))?;
+    publish::remove_stale_journal(&target)?;
     let completed_interrupted = match publish::pending(&target)? {
         Some(journal) => {
             publish::complete(&target, &journal)?;

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::FormatError;
 use crate::id::Hash;
-use crate::repo::Repository;
+use crate::store::Store;
 
 pub use minisign::SignatureBox;
 
@@ -100,6 +100,86 @@ pub fn signature_key(id: &Hash, key: KeyId, what: Signed) -> String {
         Signed::Forget => ".forget",
     };
     format!("{}{}/{key}{suffix}", layout::SIGNATURES_PREFIX, id.to_hex())
+}
+
+/// What a signature vouches for: one object of one kind. Its trusted
+/// comment (which minisign's global signature covers) names the kind and
+/// the object, and a reader accepts a signature only when the comment names
+/// exactly what it checks (FORMAT.md §11): a forget record's signature is
+/// never a manifest's, nor one snapshot's another's, whatever bytes they
+/// sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// The manifest object of this snapshot.
+    Snapshot(layout::SnapshotKey),
+    /// The forget record `forgotten/<id>` of this snapshot.
+    Forget(Hash),
+}
+
+impl Subject {
+    /// The snapshot id its signature objects are filed under.
+    pub fn id(&self) -> Hash {
+        match self {
+            Subject::Snapshot(k) => k.id,
+            Subject::Forget(id) => *id,
+        }
+    }
+
+    pub fn signed(&self) -> Signed {
+        match self {
+            Subject::Snapshot(_) => Signed::Manifest,
+            Subject::Forget(_) => Signed::Forget,
+        }
+    }
+
+    /// The trusted comment a signature for it carries, exactly.
+    pub fn comment(&self) -> String {
+        match self {
+            Subject::Snapshot(k) => {
+                format!("blocksnap snapshot {} height {}", k.id.to_hex(), k.height)
+            }
+            Subject::Forget(id) => format!("blocksnap forget {}", id.to_hex()),
+        }
+    }
+
+    /// The key of its signature object by `key`.
+    pub fn signature_key(&self, key: KeyId) -> String {
+        signature_key(&self.id(), key, self.signed())
+    }
+
+    fn what(&self) -> &'static str {
+        match self {
+            Subject::Snapshot(_) => "snapshot",
+            Subject::Forget(_) => "forget record",
+        }
+    }
+}
+
+/// Checks a signature object's bytes: it decodes, was made by `kid` (whose
+/// public key is `pk`), verifies over `object`, and its trusted comment
+/// names `subject`.
+fn check_signature(
+    bytes: &[u8],
+    kid: KeyId,
+    pk: &minisign::PublicKey,
+    subject: &Subject,
+    object: &[u8],
+) -> std::result::Result<(), String> {
+    let sig = decode(bytes).map_err(|e| e.to_string())?;
+    if KeyId::from_slice(sig.keynum()) != Some(kid) {
+        return Err(format!("made by key {:?}, not {kid}", sig.keynum()));
+    }
+    minisign::verify(pk, &sig, Cursor::new(object), true, false, false)
+        .map_err(|e| e.to_string())?;
+    let comment = sig.trusted_comment().map_err(|e| e.to_string())?;
+    let expected = subject.comment();
+    if comment != expected {
+        return Err(format!(
+            "it signs {comment:?}, not this {} ({expected:?})",
+            subject.what()
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a signature object's key; `None` for anything else (a stray).
@@ -211,39 +291,49 @@ impl Signer {
         Ok(sig.to_string().into_bytes())
     }
 
+    /// Signs `object`, the exact bytes of `subject`, and stores the
+    /// signature. A signature object already there (a re-run, or an earlier
+    /// signature by this key) is kept if it is a valid signature of this key
+    /// for `subject`; anything else there is an error, since nothing is
+    /// ever replaced (the snapshot would stay unsigned while the command
+    /// reported success).
+    pub fn sign_subject(&self, store: &dyn Store, subject: &Subject, object: &[u8]) -> Result<()> {
+        let signature = self.sign(object, &subject.comment())?;
+        let key = subject.signature_key(self.id);
+        if store.put_if_absent(&key, &signature)? {
+            return Ok(());
+        }
+        let there = store.get(&key, MAX_SIGNATURE_OBJECT);
+        match there
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| check_signature(&bytes, self.id, &self.pk, subject, object))
+        {
+            Ok(()) => Ok(()),
+            Err(why) => Err(Error::Refused(format!(
+                "{key} already holds an object that is not this key's signature of the {} ({why}); \
+                 blocksnap never replaces an object: delete it, then sign again",
+                subject.what()
+            ))),
+        }
+    }
+
     /// Signs a snapshot's manifest object and stores the signature.
     pub fn sign_snapshot(
         &self,
-        repo: &Repository,
+        store: &dyn Store,
         key: &layout::SnapshotKey,
         bytes: &[u8],
     ) -> Result<()> {
-        let comment = format!(
-            "blocksnap snapshot {} height {}",
-            key.id.to_hex(),
-            key.height
-        );
-        let object = self.sign(bytes, &comment)?;
-        put(
-            repo,
-            &signature_key(&key.id, self.id, Signed::Manifest),
-            &object,
-        )
+        self.sign_subject(store, &Subject::Snapshot(*key), bytes)
     }
 
-    /// Signs a forget record and stores the signature.
-    pub fn sign_forget(&self, repo: &Repository, id: &Hash, record: &[u8]) -> Result<()> {
-        let comment = format!("blocksnap forget {}", id.to_hex());
-        let object = self.sign(record, &comment)?;
-        put(repo, &signature_key(id, self.id, Signed::Forget), &object)
+    /// Signs a forget record and stores the signature. The caller must have
+    /// decoded `record` and found it to be the record of snapshot `id` it
+    /// would write itself: a signer never signs bytes blocksnap did not
+    /// produce.
+    pub fn sign_forget(&self, store: &dyn Store, id: &Hash, record: &[u8]) -> Result<()> {
+        self.sign_subject(store, &Subject::Forget(*id), record)
     }
-}
-
-/// Stores a signature; one already there (a re-run, or an earlier
-/// signature by the same key) is kept.
-fn put(repo: &Repository, key: &str, object: &[u8]) -> Result<()> {
-    repo.store().put_if_absent(key, object)?;
-    Ok(())
 }
 
 /// Writes a new key pair: `out` (the secret key, mode 0600, never
@@ -314,14 +404,25 @@ impl fmt::Debug for Trust {
 impl Trust {
     /// Each spec is a public key (its base64 line) or a file of them (a
     /// minisign `.pub` file, or one key per line; comment lines and blank
-    /// lines are skipped).
+    /// lines are skipped). A spec that is a key is taken as the key, even
+    /// when a file of that name exists (so a file planted in the working
+    /// directory cannot stand in for a key given on the command line). The
+    /// same key id twice with different keys is refused: a later key never
+    /// silently replaces a trusted one.
     pub fn parse(specs: &[String]) -> Result<Trust> {
+        Trust::parse_in(specs, Path::new(""))
+    }
+
+    /// [`Trust::parse`], with relative file names taken in `dir`.
+    fn parse_in(specs: &[String], dir: &Path) -> Result<Trust> {
         let mut trust = Trust::default();
         for spec in specs {
             let spec = spec.trim();
-            let from_file = Path::new(spec).is_file();
+            let as_key = minisign::PublicKey::from_base64(spec).is_ok();
+            let path = dir.join(spec);
+            let from_file = !as_key && path.is_file();
             let text = if from_file {
-                std::fs::read_to_string(spec).map_err(Error::io("read", Path::new(spec)))?
+                std::fs::read_to_string(&path).map_err(Error::io("read", &path))?
             } else {
                 spec.to_string()
             };
@@ -340,7 +441,17 @@ impl Trust {
                 })?;
                 let id = KeyId::from_slice(pk.keynum())
                     .ok_or_else(|| Error::Refused(format!("--trust {spec}: bad key id")))?;
-                trust.keys.insert(id, pk);
+                match trust.keys.get(&id) {
+                    Some(known) if known.to_base64() != pk.to_base64() => {
+                        return Err(Error::Refused(format!(
+                            "--trust {spec}: two different public keys share the key id {id}; \
+                             refusing to guess which one is trusted"
+                        )))
+                    }
+                    _ => {
+                        trust.keys.insert(id, pk);
+                    }
+                }
                 found += 1;
             }
             if found == 0 {
@@ -365,39 +476,32 @@ impl Trust {
         self.keys.keys().copied().collect()
     }
 
-    /// Whether one of the signatures `listed` for `id` verifies, with a
-    /// trusted key, over `object` (the bytes of what it signs). Signatures
-    /// by other keys are not read.
+    /// Whether one of the signatures `listed` for `subject` verifies, with a
+    /// trusted key, over `object` (the bytes of what it signs) and names
+    /// `subject` in its trusted comment. Signatures by other keys are not
+    /// read.
     pub fn check(
         &self,
-        repo: &Repository,
+        store: &dyn Store,
         listed: &Signatures,
-        id: &Hash,
-        what: Signed,
+        subject: &Subject,
         object: &[u8],
     ) -> Verdict {
+        let id = subject.id();
         let mut verdict = Verdict {
             trusted_by: None,
-            signed_by: listed.signers(id, what),
+            signed_by: listed.signers(&id, subject.signed()),
             bad: Vec::new(),
         };
         for kid in verdict.signed_by.clone() {
             let Some(pk) = self.keys.get(&kid) else {
                 continue;
             };
-            let key = signature_key(id, kid, what);
-            let checked = repo
-                .store()
+            let key = subject.signature_key(kid);
+            let checked = store
                 .get(&key, MAX_SIGNATURE_OBJECT)
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| decode(&bytes).map_err(|e| e.to_string()))
-                .and_then(|sig| {
-                    if KeyId::from_slice(sig.keynum()) != Some(kid) {
-                        return Err(format!("made by key {:?}, not {kid}", sig.keynum()));
-                    }
-                    minisign::verify(pk, &sig, Cursor::new(object), true, false, false)
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|bytes| check_signature(&bytes, kid, pk, subject, object));
             match checked {
                 Ok(()) => {
                     verdict.trusted_by = Some(kid);
@@ -408,69 +512,35 @@ impl Trust {
         }
         verdict
     }
-}
 
-/// Checks one snapshot's manifest against the trusted keys.
-pub fn check_snapshot(
-    repo: &Repository,
-    trust: &Trust,
-    listed: &Signatures,
-    key: &layout::SnapshotKey,
-) -> Result<Verdict> {
-    let bytes = repo.manifest_bytes(key)?;
-    Ok(trust.check(repo, listed, &key.id, Signed::Manifest, &bytes))
-}
+    /// Whether any trusted key has a signature object listed for
+    /// `subject`: without one it cannot be trusted, and nothing need be
+    /// read to say so.
+    pub fn may_vouch(&self, listed: &Signatures, subject: &Subject) -> bool {
+        listed
+            .signers(&subject.id(), subject.signed())
+            .iter()
+            .any(|k| self.keys.contains_key(k))
+    }
 
-/// The one snapshot `selector` names, among those a trusted key signed:
-/// `latest` is the newest trusted snapshot (of `host`), a height the newest
-/// trusted one at that height; anything else named that is not trusted is
-/// refused, naming the snapshot and the keys.
-pub fn resolve_trusted(
-    repo: &Repository,
-    trust: &Trust,
-    selector: &crate::repo::Selector,
-    host: Option<&str>,
-) -> Result<layout::SnapshotKey> {
-    use crate::repo::Selector;
-    let listed = Signatures::list(repo)?;
-    let keys: Vec<String> = trust.ids().iter().map(|k| k.to_string()).collect();
-    let newest = |candidates: Vec<layout::SnapshotKey>, what: String| {
-        for key in candidates.iter().rev() {
-            if check_snapshot(repo, trust, &listed, key).is_ok_and(|v| v.trusted()) {
-                return Ok(*key);
-            }
-        }
-        Err(Error::Refused(format!(
-            "no {what} is signed by a trusted key ({}){}",
-            keys.join(", "),
-            if candidates.is_empty() {
-                String::new()
-            } else {
-                format!("; {} snapshot(s) are not", candidates.len())
-            }
-        )))
-    };
-    match selector {
-        Selector::Latest => newest(repo.resolve_for(&Selector::All, host)?, "snapshot".into()),
-        Selector::Height(h) => {
-            let at: Vec<_> = repo
-                .resolve_for(&Selector::All, host)?
-                .into_iter()
-                .filter(|k| k.height == *h)
-                .collect();
-            newest(at, format!("snapshot at height {h}"))
-        }
-        other => {
-            let key = repo.resolve_for(other, host)?[0];
-            let verdict = check_snapshot(repo, trust, &listed, &key)?;
-            if verdict.trusted() {
-                Ok(key)
-            } else {
-                Err(Error::Refused(format!(
-                    "snapshot {} is not trusted: {}",
-                    key.key(),
-                    verdict.why_not(trust)
-                )))
+    /// Checks a signature object found in another repository (a copy's
+    /// source) before it is kept: it must decode and, when its key is
+    /// trusted, verify for `subject`.
+    pub fn check_object(
+        &self,
+        bytes: &[u8],
+        kid: KeyId,
+        subject: &Subject,
+        object: &[u8],
+    ) -> std::result::Result<bool, String> {
+        match self.keys.get(&kid) {
+            Some(pk) => check_signature(bytes, kid, pk, subject, object).map(|()| true),
+            None => {
+                let sig = decode(bytes).map_err(|e| e.to_string())?;
+                if KeyId::from_slice(sig.keynum()) != Some(kid) {
+                    return Err(format!("made by key {:?}, not {kid}", sig.keynum()));
+                }
+                Ok(false)
             }
         }
     }
@@ -527,9 +597,9 @@ pub struct Signatures {
 
 impl Signatures {
     /// One LIST of `signatures/`; keys that do not parse are ignored.
-    pub fn list(repo: &Repository) -> Result<Signatures> {
+    pub fn list(store: &dyn Store) -> Result<Signatures> {
         let mut s = Signatures::default();
-        for o in repo.store().list(layout::SIGNATURES_PREFIX)? {
+        for o in store.list(layout::SIGNATURES_PREFIX)? {
             if let Some((id, kid, what)) = parse_signature_key(&o.key) {
                 s.by_id.entry((id, what)).or_default().insert(kid);
             }
@@ -577,5 +647,42 @@ mod tests {
         assert!(decode(b"\xff\xfe").is_err());
         assert!(decode(b"untrusted comment: x\n").is_err());
         assert!(decode(b"").is_err());
+    }
+
+    /// A key given on the command line is the key, even when a file of that
+    /// name stands in the working directory (#20.12); two keys with one key
+    /// id are refused, not silently merged (#20.14).
+    #[test]
+    fn a_key_is_a_key_and_key_ids_are_unique() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let a = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let b = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let (a_line, b_line) = (a.pk.to_base64(), b.pk.to_base64());
+        // A file named like key A, holding key B.
+        let planted = dir.path().join(&a_line);
+        std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+        std::fs::write(&planted, format!("{b_line}\n")).unwrap();
+        let t = Trust::parse_in(std::slice::from_ref(&a_line), dir.path()).unwrap();
+        let a_id = KeyId::from_slice(a.pk.keynum()).unwrap();
+        assert_eq!(t.ids(), vec![a_id]);
+        // A file that is not a key is still read as a file.
+        let file = dir.path().join("keys.pub");
+        std::fs::write(&file, format!("untrusted comment: x\n{b_line}\n")).unwrap();
+        let t = Trust::parse_in(&["keys.pub".to_string()], dir.path()).unwrap();
+        assert_eq!(t.ids(), vec![KeyId::from_slice(b.pk.keynum()).unwrap()]);
+
+        // Key A's id with key B's bytes: another key under the same id.
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut raw = engine.decode(&a_line).unwrap();
+        let other = engine.decode(&b_line).unwrap();
+        raw[10..].copy_from_slice(&other[10..]);
+        let twin = engine.encode(&raw);
+        let err = Trust::parse_in(&[a_line.clone(), twin], dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("share the key id"), "{err}");
+        // The same key twice is fine.
+        Trust::parse_in(&[a_line.clone(), a_line], dir.path()).unwrap();
     }
 }

@@ -20,9 +20,8 @@
 //! not by the tree or the store's request count.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata};
+use std::fs;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -39,6 +38,7 @@ use crate::format::layout::{self, SnapshotKey};
 use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Stats};
 use crate::format::path as mpath;
 use crate::format::{limits, FormatError};
+use crate::fsx::{self, DirFd, EntryType, Meta};
 use crate::id::{ChunkId, Hash};
 use crate::interrupt;
 use crate::ipnorm;
@@ -91,9 +91,10 @@ pub struct SnapshotOptions {
     /// which is what the stat cache compares and remembers (the copy is a
     /// new inode every time). Only files that had settled by then.
     pub origin: HashMap<String, Stat>,
-    /// Relative paths of symlinks that a stage made to stand for a
-    /// directory on another filesystem: followed, recorded as directories.
-    pub dir_links: HashSet<String>,
+    /// A staged snapshot's frozen view, read through descriptors the stage
+    /// held since before the node was stopped (never looked up by name
+    /// again: the node's user could rename it away and plant a link).
+    pub view: Option<StagedView>,
     /// The one knob for parallelism: at most this many files chunked at
     /// once (never more than the CPUs) and this many store writes in
     /// flight. 0: one worker per CPU, and the store's suggested number of
@@ -108,6 +109,17 @@ pub struct SnapshotOptions {
     /// When to yield the CPU and disk to the node ([`Priority::Auto`]: once
     /// it runs again).
     pub priority: Priority,
+}
+
+/// A stage's view of the source, as open directories.
+#[derive(Debug, Clone)]
+pub struct StagedView {
+    /// The view of the source itself.
+    pub root: Arc<DirFd>,
+    /// Relative paths where the view stands for a directory on another
+    /// filesystem, with that region's own view: entered through these
+    /// descriptors, recorded as directories.
+    pub regions: HashMap<String, Arc<DirFd>>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,15 +149,27 @@ pub struct Item {
     pub path: String,
     /// Path under the source as found on disk.
     pub rel: String,
+    /// Its path, for messages only: it is read through `base`, `dir` and
+    /// `name`, never by this path.
     pub abs: PathBuf,
-    pub meta: Metadata,
+    pub meta: Meta,
     /// The symlink's target, for symlinks.
     pub link: Option<String>,
+    /// Which of the plan's open directories it lies below.
+    pub base: usize,
+    /// Its parent directory's path below that base ("" for the base).
+    pub dir: String,
+    /// Its name in that directory.
+    pub name: String,
 }
 
 impl Item {
     fn is_file(&self) -> bool {
-        self.link.is_none() && self.meta.is_file()
+        self.link.is_none() && self.meta.kind == EntryType::File
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.link.is_none() && self.meta.kind == EntryType::Dir
     }
 }
 
@@ -154,8 +178,12 @@ impl Item {
 /// the address, and every format rule and limit the manifest must meet.
 #[derive(Debug)]
 pub struct SnapshotPlan {
-    /// The source, canonical.
+    /// The source, canonical (its name in the manifest, before the
+    /// address is normalised).
     pub source: PathBuf,
+    /// The directories the items are read through, opened during the walk:
+    /// the source (or its stage), and each followed include or region.
+    pub bases: Vec<Arc<DirFd>>,
     /// The manifest's `source` label (address normalised).
     pub label: String,
     pub ip: Option<Ipv4Addr>,
@@ -164,6 +192,20 @@ pub struct SnapshotPlan {
     pub warnings: Vec<String>,
     /// Bytes in regular files.
     pub bytes: u64,
+}
+
+impl SnapshotPlan {
+    /// Opens a planned directory through the descriptors the walk used,
+    /// one name at a time, following no link.
+    pub fn open_dir(&self, item: &Item) -> Result<DirFd> {
+        let base = &self.bases[item.base];
+        let rel = match (item.dir.is_empty(), item.name.is_empty()) {
+            (_, true) => return base.try_clone().map_err(Error::io("open", &item.abs)),
+            (true, false) => item.name.clone(),
+            (false, false) => format!("{}/{}", item.dir, item.name),
+        };
+        base.open_path(&rel).map_err(Error::io("open", &item.abs))
+    }
 }
 
 /// A snapshot without local state: every file is read, every chunk is
@@ -198,14 +240,57 @@ pub fn snapshot_with_state(
     execute(repo, &plan, opts, state, progress)
 }
 
-/// Walks and checks the source. Nothing is read but directories, symlinks
-/// and `LOCK` files, and nothing is written.
-pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
-    let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
-    if !source.is_dir() {
-        return Err(Error::SourceNotDir { path: source });
+/// Opens the source (or takes its stage's view): the path resolved from
+/// `/`, following a symlink only when root or this user owns it (a link
+/// the node's user planted on the way is not followed). Returns it with its
+/// canonical path, the name the manifest gives it.
+pub(crate) fn open_source(opts: &SnapshotOptions) -> Result<(Arc<DirFd>, PathBuf)> {
+    if let Some(view) = &opts.view {
+        let label = opts
+            .label
+            .clone()
+            .unwrap_or_else(|| view.root.path().to_path_buf());
+        return Ok((view.root.clone(), label));
     }
-    if fs::symlink_metadata(source.join(publish::JOURNAL)).is_ok() {
+    let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
+    let dir = DirFd::open_trusted(&opts.source, false).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => Error::SourceNotDir {
+            path: source.clone(),
+        },
+        _ => Error::Io {
+            op: "open source",
+            path: opts.source.clone(),
+            cause: e,
+        },
+    })?;
+    Ok((Arc::new(dir), source))
+}
+
+/// Walks and checks the source. Nothing is read but directories, symlinks
+/// and `LOCK` files, and nothing is written. Everything is reached through
+/// directory descriptors from the source's, one name at a time, without
+/// following a link (the node's user owns the tree and may swap names
+/// while blocksnap, often root, reads it).
+pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
+    let (root, source) = open_source(opts)?;
+    let roots = roots(&root, &opts.includes)?;
+    plan_roots(opts, &root, source, roots)
+}
+
+/// [`plan`] of a source already open, from roots already opened (a staged
+/// snapshot opens them before the node is stopped and walks them again
+/// after, through the same descriptors).
+pub(crate) fn plan_roots(
+    opts: &SnapshotOptions,
+    root: &Arc<DirFd>,
+    source: PathBuf,
+    roots: Vec<Root>,
+) -> Result<SnapshotPlan> {
+    if root
+        .stat(publish::JOURNAL)
+        .map_err(Error::io("stat", root.join(publish::JOURNAL)))?
+        .is_some()
+    {
         return Err(Error::Refused(format!(
             "{} holds an interrupted restore ({}): run the restore again to finish it before taking a snapshot",
             source.display(),
@@ -219,12 +304,12 @@ pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
             .map_err(Error::format(format!("--tag {t}")))?;
     }
     let mut warnings = Vec::new();
-    let roots = roots(&source, &opts.includes)?;
-    let live = roots
-        .iter()
-        .map(|r| live::find(&r.abs))
-        .collect::<Result<Vec<_>>>()?
-        .concat();
+    let mut live = Vec::new();
+    for r in &roots {
+        if let RootKind::Dir(dir) = &r.kind {
+            live.extend(live::find_in(dir)?);
+        }
+    }
     if !live.is_empty() {
         let names: Vec<String> = live.iter().map(|l| l.to_string()).collect();
         if !opts.allow_live {
@@ -235,7 +320,8 @@ pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
             names.join("; ")
         ));
     }
-    let found = walk(&source, roots, &opts.dir_links, &mut warnings)?;
+    let regions = opts.view.as_ref().map(|v| &v.regions);
+    let (found, bases) = walk(root, roots, regions, &mut warnings)?;
     FormatError::check_limit("entries", found.len() as u64, limits::MAX_ENTRIES)
         .map_err(Error::format(source.display().to_string()))?;
 
@@ -270,6 +356,20 @@ pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
             Ok(item)
         })
         .collect::<Result<_>>()?;
+    // A link to the snapshot's root itself: a restore refuses it (a path
+    // through it reaches entries that are not the snapshot's), so the
+    // snapshot does, before reading.
+    for item in &items {
+        if let Some(target) = &item.link {
+            if mpath::climb_to_root(&item.path, target) == Some(None) {
+                return Err(Error::Refused(format!(
+                    "{} is a symlink to {target:?}, the snapshot's own root directory, which a \
+                     restore could not keep inside its target; leave the link out",
+                    item.abs.display()
+                )));
+            }
+        }
+    }
     items.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     items.dedup_by(|a, b| a.path == b.path);
 
@@ -284,10 +384,11 @@ pub fn plan(opts: &SnapshotOptions) -> Result<SnapshotPlan> {
     let bytes = items
         .iter()
         .filter(|i| i.is_file())
-        .map(|i| i.meta.len())
+        .map(|i| i.meta.size)
         .sum();
     Ok(SnapshotPlan {
         source,
+        bases,
         label,
         ip,
         items,
@@ -345,7 +446,7 @@ pub fn execute(
             EntryKind::Symlink {
                 target: target.clone(),
             }
-        } else if item.meta.is_dir() {
+        } else if item.meta.kind == EntryType::Dir {
             EntryKind::Dir
         } else {
             let r = results.remove(&i).expect("every file was stored");
@@ -362,8 +463,8 @@ pub fn execute(
         };
         entries.push(Entry {
             path: item.path.clone(),
-            mode: item.meta.permissions().mode() & 0o7777,
-            mtime_ns: mtime_ns(&item.meta),
+            mode: item.meta.mode,
+            mtime_ns: item.meta.mtime_ns,
             kind,
         });
     }
@@ -405,7 +506,7 @@ pub fn execute(
             created_unix_ns: manifest.created_unix_ns,
             id: Hash::of(&bytes),
         };
-        signer.sign_snapshot(repo, &key, &bytes)?;
+        signer.sign_snapshot(&**repo.store(), &key, &bytes)?;
     }
     let key = repo.commit(&manifest, &session)?;
     if let Some(s) = state {
@@ -503,7 +604,7 @@ fn store_files(
             .origin
             .get(&item.rel)
             .copied()
-            .unwrap_or_else(|| Stat::of(&item.meta));
+            .unwrap_or_else(|| Stat::from_meta(&item.meta));
         if !rec.stat.same(&stat, linked) {
             tracing::debug!(
                 "{}: read again: its stat changed since the last snapshot ({:?} then, {:?} now)",
@@ -553,24 +654,31 @@ fn store_files(
     let work = || {
         files
             .par_iter()
-            .map(|&(i, item)| {
-                interrupt::check()?;
-                let r = match cached(item) {
-                    Some(r) => r,
-                    None => {
-                        let trusted = if opts.hard_linked.contains(&item.rel) {
-                            Trusted::HardLink
-                        } else if let Some(origin) = opts.origin.get(&item.rel) {
-                            Trusted::Origin(*origin)
-                        } else {
-                            Trusted::No
-                        };
-                        store_file(item, &chunker, writer, trusted)?
-                    }
-                };
-                progress.advance(r.size);
-                Ok((i, r))
-            })
+            // Each worker keeps the directory of the file it read last:
+            // files come in path order, so a directory is mostly entered
+            // once per worker.
+            .map_init(
+                || None::<(usize, String, DirFd)>,
+                |dirs, &(i, item)| {
+                    interrupt::check()?;
+                    let r = match cached(item) {
+                        Some(r) => r,
+                        None => {
+                            let trusted = if opts.hard_linked.contains(&item.rel) {
+                                Trusted::HardLink
+                            } else if let Some(origin) = opts.origin.get(&item.rel) {
+                                Trusted::Origin(*origin)
+                            } else {
+                                Trusted::No
+                            };
+                            let dir = parent_dir(plan, item, dirs)?;
+                            store_file(item, dir, &chunker, writer, trusted)?
+                        }
+                    };
+                    progress.advance(r.size);
+                    Ok((i, r))
+                },
+            )
             .collect::<Result<HashMap<_, _>>>()
     };
     let files = std::thread::scope(|s| {
@@ -660,52 +768,50 @@ fn previous_of(
     Ok(before_hosts)
 }
 
-fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
-}
-
 /// Where a walk starts: the source itself (`rel` empty) or an include.
 #[derive(Debug, Clone)]
 pub(crate) struct Root {
     pub rel: String,
-    /// The path to walk; an include that is a symlink is followed here.
-    pub abs: PathBuf,
+    pub kind: RootKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum RootKind {
+    /// A directory, open: the source, an include, or the directory an
+    /// include's symlink leads to (followed once, recorded as a directory).
+    Dir(Arc<DirFd>),
+    /// An include that is a regular file, in its parent directory.
+    File { parent: Arc<DirFd>, name: String },
+}
+
+impl Root {
+    /// The directory the walk of this root reads.
+    pub(crate) fn dir(&self) -> Option<&Arc<DirFd>> {
+        match &self.kind {
+            RootKind::Dir(d) => Some(d),
+            RootKind::File { .. } => None,
+        }
+    }
 }
 
 /// The walk's roots: the whole source, or the checked includes without
-/// duplicates and without includes inside other includes. An include must
-/// exist and its ancestors must be real directories under the source; the
-/// include itself may be a symlink to a directory (followed).
-pub(crate) fn roots(source: &Path, includes: &[String]) -> Result<Vec<Root>> {
+/// duplicates and without includes inside other includes, each opened from
+/// the source's descriptor. An include's ancestors must be real
+/// directories; the include itself may be a directory, a regular file, or
+/// a symlink to a directory — followed only when it belongs to root or to
+/// the user blocksnap runs as, and resolved by the same rule (a link the
+/// node's user made is never followed: it could lead to root-only files).
+pub(crate) fn roots(source: &Arc<DirFd>, includes: &[String]) -> Result<Vec<Root>> {
     if includes.is_empty() {
         return Ok(vec![Root {
             rel: String::new(),
-            abs: source.to_path_buf(),
+            kind: RootKind::Dir(source.clone()),
         }]);
     }
     let mut incs = Vec::new();
     for inc in includes {
         let inc = inc.trim_end_matches('/').trim_start_matches("./");
         mpath::check(inc).map_err(Error::format(format!("--include {inc}")))?;
-        if fs::symlink_metadata(source.join(inc)).is_err() {
-            return Err(Error::IncludeMissing {
-                path: inc.to_string(),
-            });
-        }
-        let mut ancestor = mpath::parent(inc);
-        while let Some(dir) = ancestor {
-            match fs::symlink_metadata(source.join(dir)) {
-                Ok(m) if m.is_dir() => {}
-                _ => {
-                    return Err(Error::Refused(format!(
-                        "--include {inc}: {dir} is not a directory under the source (a symlink is followed only when it is the include itself)"
-                    )))
-                }
-            }
-            ancestor = mpath::parent(dir);
-        }
         incs.push(inc.to_string());
     }
     incs.sort();
@@ -714,121 +820,242 @@ pub(crate) fn roots(source: &Path, includes: &[String]) -> Result<Vec<Root>> {
         incs.iter()
             .any(|o| o != i && i.starts_with(o.as_str()) && i.as_bytes()[o.len()] == b'/')
     };
-    Ok(incs
-        .iter()
-        .filter(|i| !nested(i))
-        .map(|i| Root {
-            rel: i.clone(),
-            abs: source.join(i),
-        })
-        .collect())
+    let mut out = Vec::new();
+    for inc in incs.iter().filter(|i| !nested(i)) {
+        let (parent_rel, name) = match inc.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, inc.as_str()),
+        };
+        let parent = match parent_rel {
+            None => source.clone(),
+            Some(p) => Arc::new(source.open_path(p).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    Error::IncludeMissing { path: inc.clone() }
+                } else {
+                    Error::Refused(format!(
+                        "--include {inc}: {p} is not a directory under the source (a symlink is followed only when it is the include itself): {e}"
+                    ))
+                }
+            })?),
+        };
+        let meta = parent
+            .stat(name)
+            .map_err(Error::io("stat", parent.join(name)))?
+            .ok_or_else(|| Error::IncludeMissing { path: inc.clone() })?;
+        let kind = match meta.kind {
+            EntryType::Dir => RootKind::Dir(Arc::new(
+                parent
+                    .open_dir(name)
+                    .map_err(Error::io("open", parent.join(name)))?,
+            )),
+            EntryType::File => RootKind::File {
+                parent,
+                name: name.to_string(),
+            },
+            EntryType::Symlink => {
+                let at = parent.join(name);
+                if meta.uid != 0 && meta.uid != fsx::euid() {
+                    return Err(Error::Refused(format!(
+                        "--include {inc}: {} is a symlink owned by uid {}, neither root nor the user \
+                         blocksnap runs as: not followed (whoever owns it could point it at any file)",
+                        at.display(),
+                        meta.uid
+                    )));
+                }
+                let target = parent
+                    .read_link(name)
+                    .map_err(Error::io("read symlink", &at))?;
+                let dir = parent.open_trusted_from(&target).map_err(|e| {
+                    Error::Refused(format!(
+                        "--include {inc}: {} -> {} does not lead to a directory by links of root or \
+                         this user only: {e}",
+                        at.display(),
+                        target.display()
+                    ))
+                })?;
+                RootKind::Dir(Arc::new(dir))
+            }
+            EntryType::Other => {
+                return Err(Error::Refused(format!(
+                    "--include {inc}: not a directory, a regular file or a symlink to a directory"
+                )))
+            }
+        };
+        out.push(Root {
+            rel: inc.clone(),
+            kind,
+        });
+    }
+    Ok(out)
 }
 
 /// Whether a name is one of blocksnap's own working entries (a stage, a
 /// restore's staging directory or journal), which no snapshot records.
-pub(crate) fn is_reserved(name: &std::ffi::OsStr) -> bool {
-    name.as_encoded_bytes()
-        .starts_with(publish::RESERVED_PREFIX.as_bytes())
+pub(crate) fn is_reserved(name: &str) -> bool {
+    name.starts_with(publish::RESERVED_PREFIX)
 }
 
-/// Walks the roots, never following a symlink except a root itself and the
-/// `dir_links` a stage made. Regular files, directories and symlinks are
-/// returned (manifest paths still to be set); other kinds are skipped with
-/// one warning.
+/// Walks the roots through descriptors, never following a symlink except
+/// where a root is one (opened above) and the `regions` a stage made (whose
+/// descriptors it gives). Regular files, directories and symlinks are
+/// returned (manifest paths still to be set), with the directories they
+/// are read through; other kinds are skipped with one warning.
 fn walk(
-    source: &Path,
+    source: &Arc<DirFd>,
     roots: Vec<Root>,
-    dir_links: &HashSet<String>,
+    regions: Option<&HashMap<String, Arc<DirFd>>>,
     warnings: &mut Vec<String>,
-) -> Result<Vec<Item>> {
+) -> Result<(Vec<Item>, Vec<Arc<DirFd>>)> {
     let mut found: Vec<Item> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut leftovers: Vec<String> = Vec::new();
-    let item = |rel: String, abs: PathBuf, meta: Metadata, link: Option<String>| Item {
-        path: String::new(),
-        rel,
-        abs,
-        meta,
-        link,
-    };
+    let mut bases: Vec<Arc<DirFd>> = vec![source.clone()];
     for root in &roots {
         // The include's ancestors become directory entries.
         let mut ancestor = mpath::parent(&root.rel);
         while let Some(dir) = ancestor {
-            let abs = source.join(dir);
-            let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-            found.push(item(dir.to_string(), abs, meta, None));
+            let (parent, name) = match dir.rsplit_once('/') {
+                Some((p, n)) => (p.to_string(), n.to_string()),
+                None => (String::new(), dir.to_string()),
+            };
+            let at = if parent.is_empty() {
+                source.clone()
+            } else {
+                Arc::new(
+                    source
+                        .open_path(&parent)
+                        .map_err(Error::io("open", source.join(&parent)))?,
+                )
+            };
+            let meta = at
+                .stat(&name)
+                .map_err(Error::io("stat", at.join(&name)))?
+                .ok_or_else(|| Error::IncludeMissing {
+                    path: dir.to_string(),
+                })?;
+            found.push(Item {
+                path: String::new(),
+                rel: dir.to_string(),
+                abs: source.join(dir),
+                meta,
+                link: None,
+                base: 0,
+                dir: parent,
+                name,
+            });
             ancestor = mpath::parent(dir);
         }
     }
-    let mut queue = roots;
-    while let Some(root) = queue.pop() {
-        let mut it = walkdir::WalkDir::new(&root.abs)
-            .follow_links(false)
-            .follow_root_links(true)
-            .sort_by_file_name()
-            .into_iter();
-        while let Some(entry) = it.next() {
-            let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(&root.abs).to_path_buf();
-                Error::Io {
-                    op: "walk",
-                    path,
-                    cause: e.into(),
-                }
-            })?;
-            let below = entry
-                .path()
-                .strip_prefix(&root.abs)
-                .expect("walk stays under its root");
-            let below = below.to_str().ok_or_else(|| {
-                Error::Refused(format!(
-                    "{}: file name is not UTF-8",
-                    entry.path().display()
-                ))
-            })?;
-            let rel = match (root.rel.is_empty(), below.is_empty()) {
-                (true, true) => continue,
-                (true, false) => below.to_string(),
-                (false, true) => root.rel.clone(),
-                (false, false) => format!("{}/{below}", root.rel),
-            };
-            if entry.depth() > 0 && is_reserved(entry.file_name()) {
-                if entry.file_name() != crate::stage::STAGE_DIR {
-                    leftovers.push(rel);
-                }
-                if entry.file_type().is_dir() {
-                    it.skip_current_dir();
-                }
-                continue;
+    // (base index, its path below the source) still to walk.
+    let mut queue: Vec<(usize, String)> = Vec::new();
+    for root in roots {
+        match root.kind {
+            RootKind::File { parent, name } => {
+                let meta = parent
+                    .stat(&name)
+                    .map_err(Error::io("stat", parent.join(&name)))?
+                    .ok_or_else(|| Error::IncludeMissing {
+                        path: root.rel.clone(),
+                    })?;
+                bases.push(parent.clone());
+                found.push(Item {
+                    path: String::new(),
+                    abs: parent.join(&name),
+                    rel: root.rel,
+                    meta,
+                    link: None,
+                    base: bases.len() - 1,
+                    dir: String::new(),
+                    name,
+                });
             }
-            let abs = entry.path().to_path_buf();
-            let stat = if entry.depth() == 0 {
-                fs::metadata(&abs)
-            } else {
-                fs::symlink_metadata(&abs)
-            };
-            let meta = stat.map_err(Error::io("stat", &abs))?;
-            let ft = meta.file_type();
-            if ft.is_symlink() {
-                if dir_links.contains(&rel) {
-                    let meta = fs::metadata(&abs).map_err(Error::io("stat", &abs))?;
-                    if meta.is_dir() {
-                        queue.push(Root { rel, abs });
-                        continue;
-                    }
-                }
-                let target = fs::read_link(&abs).map_err(Error::io("read symlink", &abs))?;
-                let target = target.to_str().ok_or_else(|| {
-                    Error::Refused(format!("{}: symlink target is not UTF-8", abs.display()))
-                })?;
-                found.push(item(rel, abs, meta, Some(target.to_string())));
-            } else if ft.is_file() || ft.is_dir() {
-                found.push(item(rel, abs, meta, None));
-            } else {
-                skipped.push(rel);
+            RootKind::Dir(_) if root.rel.is_empty() => queue.push((0, String::new())),
+            RootKind::Dir(dir) => {
+                // The include itself: a directory entry with the metadata of
+                // the directory it is (or its link leads to), read through
+                // its own descriptor (an empty name: the base itself).
+                let meta = Meta::of(dir.as_fd()).map_err(Error::io("stat", dir.path()))?;
+                bases.push(dir);
+                found.push(Item {
+                    path: String::new(),
+                    abs: source.join(&root.rel),
+                    rel: root.rel.clone(),
+                    meta,
+                    link: None,
+                    base: bases.len() - 1,
+                    dir: String::new(),
+                    name: String::new(),
+                });
+                queue.push((bases.len() - 1, root.rel));
             }
         }
+    }
+    while let Some((base, prefix)) = queue.pop() {
+        let dir = bases[base].clone();
+        let mut visit = |e: &fsx::Walked<'_>| -> Result<bool> {
+            interrupt::check()?;
+            let rel = if prefix.is_empty() {
+                e.rel.clone()
+            } else {
+                format!("{prefix}/{}", e.rel)
+            };
+            let below = mpath::parent(&e.rel).unwrap_or("").to_string();
+            if is_reserved(&e.name) {
+                if e.name != crate::stage::STAGE_DIR {
+                    leftovers.push(rel);
+                }
+                return Ok(false);
+            }
+            let abs = dir.join(&e.rel);
+            let item =
+                |meta: Meta, link: Option<String>, base: usize, dir: String, name: String| Item {
+                    path: String::new(),
+                    rel: rel.clone(),
+                    abs: abs.clone(),
+                    meta,
+                    link,
+                    base,
+                    dir,
+                    name,
+                };
+            match e.meta.kind {
+                EntryType::Symlink => {
+                    if let Some(region) = regions.and_then(|r| r.get(&rel)) {
+                        let meta =
+                            Meta::of(region.as_fd()).map_err(Error::io("stat", region.path()))?;
+                        bases.push(region.clone());
+                        let b = bases.len() - 1;
+                        found.push(item(meta, None, b, String::new(), String::new()));
+                        queue.push((b, rel.clone()));
+                        return Ok(false);
+                    }
+                    let target = e
+                        .dir
+                        .read_link(&e.name)
+                        .map_err(Error::io("read symlink", &abs))?;
+                    let target = target.to_str().ok_or_else(|| {
+                        Error::Refused(format!("{}: symlink target is not UTF-8", abs.display()))
+                    })?;
+                    found.push(item(
+                        e.meta,
+                        Some(target.to_string()),
+                        base,
+                        below,
+                        e.name.clone(),
+                    ));
+                    Ok(false)
+                }
+                EntryType::File | EntryType::Dir => {
+                    found.push(item(e.meta, None, base, below, e.name.clone()));
+                    Ok(true)
+                }
+                EntryType::Other => {
+                    skipped.push(rel);
+                    Ok(false)
+                }
+            }
+        };
+        fsx::walk(&dir, "", &mut visit)?;
     }
     if !skipped.is_empty() {
         warnings.push(format!(
@@ -845,7 +1072,7 @@ fn walk(
             sample(&leftovers)
         ));
     }
-    Ok(found)
+    Ok((found, bases))
 }
 
 /// Up to five names, and how many more.
@@ -975,17 +1202,51 @@ enum Trusted {
     Origin(Stat),
 }
 
+/// The open directory `item` lies in: entered from its base one name at a
+/// time without following a link, or the one `cache` holds.
+fn parent_dir<'c>(
+    plan: &SnapshotPlan,
+    item: &Item,
+    cache: &'c mut Option<(usize, String, DirFd)>,
+) -> Result<&'c DirFd> {
+    let hit = cache
+        .as_ref()
+        .is_some_and(|(b, d, _)| *b == item.base && *d == item.dir);
+    if !hit {
+        let base = &plan.bases[item.base];
+        let dir = if item.dir.is_empty() {
+            base.try_clone()
+        } else {
+            base.open_path(&item.dir)
+        }
+        .map_err(|e| Error::SourceChanged {
+            path: item.abs.clone(),
+            detail: format!("its directory cannot be entered as it was walked ({e})"),
+        })?;
+        *cache = Some((item.base, item.dir.clone(), dir));
+    }
+    Ok(&cache.as_ref().expect("set above").2)
+}
+
 fn store_file(
     f: &Item,
+    dir: &DirFd,
     params: &ChunkerParams,
     writer: &ChunkWriter<'_>,
     trusted: Trusted,
 ) -> Result<FileResult> {
     let opened_at = now_unix_ns() as i64;
-    let file = File::open(&f.abs).map_err(|e| match e.kind() {
+    // Never through a link, never anything but a regular file (a fifo
+    // cannot block the open), and the very inode the walk saw: whatever the
+    // node's user swapped in since is refused before a byte is read.
+    let file = dir.open_file(&f.name).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::SourceChanged {
             path: f.abs.clone(),
             detail: "it vanished".into(),
+        },
+        _ if e.raw_os_error() == Some(libc::ELOOP) => Error::SourceChanged {
+            path: f.abs.clone(),
+            detail: "it became a symlink".into(),
         },
         _ => Error::Io {
             op: "open",
@@ -993,14 +1254,14 @@ fn store_file(
             cause: e,
         },
     })?;
-    let before = file.metadata().map_err(Error::io("stat", &f.abs))?;
+    let before = Meta::of(&file).map_err(Error::io("stat", &f.abs))?;
     check_unchanged(&f.abs, &f.meta, &before)?;
     let level = writer.repo.config().zstd_level;
     let mut compressor =
         zstd::bulk::Compressor::new(level).map_err(Error::io("start zstd for", &f.abs))?;
     let mut hasher = blake3::Hasher::new();
     let mut chunks = Vec::new();
-    let size = before.len();
+    let size = before.size;
     let mut add = |data: &[u8]| -> Result<()> {
         hasher.update(data);
         let id = Hash::of(data);
@@ -1048,11 +1309,17 @@ fn store_file(
     }
     let read: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
     writer.bytes_read.fetch_add(read, Ordering::Relaxed);
-    let after = fs::symlink_metadata(&f.abs).map_err(|_| Error::SourceChanged {
-        path: f.abs.clone(),
-        detail: "it vanished".into(),
-    })?;
+    // The inode read must not have changed, and the name must still be it.
+    let after = Meta::of(&file).map_err(Error::io("stat", &f.abs))?;
     check_unchanged(&f.abs, &before, &after)?;
+    let named = dir
+        .stat(&f.name)
+        .map_err(Error::io("stat", &f.abs))?
+        .ok_or_else(|| Error::SourceChanged {
+            path: f.abs.clone(),
+            detail: "it vanished".into(),
+        })?;
+    check_unchanged(&f.abs, &before, &named)?;
     if read != size {
         return Err(Error::SourceChanged {
             path: f.abs.clone(),
@@ -1060,7 +1327,7 @@ fn store_file(
         });
     }
     let hash: Hash = hasher.finalize().into();
-    let stat = Stat::of(&before);
+    let stat = Stat::from_meta(&before);
     let stat = match trusted {
         Trusted::HardLink => Some(stat),
         // A staged copy is a new inode each time: its original's stat is
@@ -1083,14 +1350,14 @@ fn store_file(
     })
 }
 
-fn check_unchanged(path: &Path, a: &Metadata, b: &Metadata) -> Result<()> {
-    if a.len() != b.len() {
+fn check_unchanged(path: &Path, a: &Meta, b: &Meta) -> Result<()> {
+    if a.size != b.size {
         return Err(Error::SourceChanged {
             path: path.to_path_buf(),
-            detail: format!("size {} became {}", a.len(), b.len()),
+            detail: format!("size {} became {}", a.size, b.size),
         });
     }
-    if (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()) || a.ino() != b.ino() {
+    if a.mtime_ns != b.mtime_ns || a.ino != b.ino || a.dev != b.dev || a.kind != b.kind {
         return Err(Error::SourceChanged {
             path: path.to_path_buf(),
             detail: "modification time or inode changed".into(),

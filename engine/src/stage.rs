@@ -33,22 +33,21 @@
 //! (deferred until then, see [`crate::interrupt`]), even a panic.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{LocalState, Stat};
 use crate::command::Runner;
 use crate::error::{Error, Result};
-use crate::fsx::{self, DirFd, EntryType};
+use crate::fsx::{self, DirFd, EntryType, Meta};
 use crate::interrupt;
 use crate::live;
 use crate::priority::Priority;
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository};
-use crate::snapshot::{self, SnapshotOptions, SnapshotReport, RACY};
+use crate::snapshot::{self, SnapshotOptions, SnapshotReport, StagedView, RACY};
 
 /// The name of a stage directory inside the directory it mirrors.
 pub const STAGE_DIR: &str = ".blocksnap-stage";
@@ -84,18 +83,20 @@ impl StageOptions {
 
 /// A frozen view of the source. Removed when dropped, on success or not.
 pub struct Stage {
-    /// The view; its relative paths are the source's.
+    /// Where the view is, for messages; it is read through `view`.
     pub dir: PathBuf,
+    /// The view, as the descriptors the stage was built through.
+    pub view: StagedView,
     /// Relative paths that are hard links to table files.
     pub hard_linked: HashSet<String>,
     /// Copied files whose content had settled before the node was stopped,
     /// with the original's stat (see `SnapshotOptions::origin`).
     pub origin: HashMap<String, Stat>,
-    /// Relative paths where the view links to another region's view.
-    pub dir_links: HashSet<String>,
     /// The height `height_cmd` printed.
     pub height: Option<u64>,
     pub report: StageReport,
+    /// The source's canonical path (the snapshot's name for it).
+    pub source: PathBuf,
     regions: Vec<Region>,
 }
 
@@ -193,8 +194,8 @@ pub fn snapshot_staged(
     state: Option<&LocalState>,
     progress: &dyn Progress,
 ) -> Result<(SnapshotReport, StageReport)> {
-    let source = fs::canonicalize(&opts.source).map_err(Error::io("open source", &opts.source))?;
     let staged = stage(opts, stage_opts)?;
+    let source = staged.source.clone();
     // The node runs again: what is left (reading, compressing, uploading
     // the stage) yields to it.
     if opts.priority != Priority::Normal {
@@ -205,7 +206,7 @@ pub fn snapshot_staged(
     from_stage.label = Some(source);
     from_stage.hard_linked = staged.hard_linked.clone();
     from_stage.origin = staged.origin.clone();
-    from_stage.dir_links = staged.dir_links.clone();
+    from_stage.view = Some(staged.view.clone());
     if let Some(h) = staged.height {
         from_stage.height = h;
     }
@@ -242,15 +243,22 @@ pub fn snapshot_staged(
 /// next; a failed start command is reported in [`StageReport::start_error`]
 /// and the stage is still returned, so that the snapshot is not lost.
 pub fn stage(snap: &SnapshotOptions, opts: &StageOptions) -> Result<Stage> {
-    let source = fs::canonicalize(&snap.source).map_err(Error::io("open source", &snap.source))?;
+    // The source and the includes are opened now, with the node up, and
+    // everything after the stop goes through these descriptors: the node's
+    // user cannot swap a name for a link to redirect the freeze.
+    let (root, source) = snapshot::open_source(snap)?;
+    let roots = snapshot::roots(&root, &snap.includes)?;
     // What the snapshot would refuse, it refuses now, with the node up.
-    let preview = snapshot::plan(&SnapshotOptions {
-        source: source.clone(),
-        allow_live: true,
-        ..snap.clone()
-    })?;
-    let roots = snapshot::roots(&source, &snap.includes)?;
-    let mut stage = prepare(&source, &preview)?;
+    let preview = snapshot::plan_roots(
+        &SnapshotOptions {
+            allow_live: true,
+            ..snap.clone()
+        },
+        &root,
+        source.clone(),
+        roots.clone(),
+    )?;
+    let mut stage = prepare(&root, &source, &preview)?;
 
     let runner = Runner {
         set_env: vec![(
@@ -264,7 +272,7 @@ pub fn stage(snap: &SnapshotOptions, opts: &StageOptions) -> Result<Stage> {
     let critical = interrupt::Critical::enter();
     let mut restart = Restart(Some((runner.clone(), opts.start_cmd.clone())));
     let frozen = match runner.run("stop", &opts.stop_cmd) {
-        Ok(_) => freeze(&source, &roots, opts, &runner, stopping_at, &mut stage),
+        Ok(_) => freeze(&root, &roots, opts, &runner, stopping_at, &mut stage),
         Err(e) => Err(Error::Refused(format!(
             "{e}; the start command was run anyway, in case the stop command stopped part of the node"
         ))),
@@ -323,34 +331,26 @@ impl Drop for Restart {
 
 /// Before the stop: finds the filesystems the included tree spans, and
 /// claims an empty, locked stage directory in each.
-fn prepare(source: &Path, preview: &snapshot::SnapshotPlan) -> Result<Stage> {
-    let source_dev = fs::metadata(source)
-        .map_err(Error::io("stat", source))?
-        .dev();
-    let mut homes: Vec<(String, PathBuf, u64)> =
-        vec![(String::new(), source.to_path_buf(), source_dev)];
-    let dev_of: HashMap<&str, u64> = preview
-        .items
-        .iter()
-        .filter(|i| i.meta.is_dir() && i.link.is_none())
-        .map(|i| (i.rel.as_str(), i.meta.dev()))
-        .collect();
-    for item in preview
-        .items
-        .iter()
-        .filter(|i| i.meta.is_dir() && i.link.is_none())
-    {
+fn prepare(root: &Arc<DirFd>, source: &Path, preview: &snapshot::SnapshotPlan) -> Result<Stage> {
+    let source_dev = root.meta().map_err(Error::io("stat", source))?.dev;
+    let mut homes: Vec<(String, DirFd, u64)> = vec![(
+        String::new(),
+        root.try_clone().map_err(Error::io("open", source))?,
+        source_dev,
+    )];
+    let dirs = || preview.items.iter().filter(|i| i.is_dir());
+    let dev_of: HashMap<&str, u64> = dirs().map(|i| (i.rel.as_str(), i.meta.dev)).collect();
+    for item in dirs() {
         let parent_dev = match item.rel.rsplit_once('/') {
             Some((p, _)) => dev_of.get(p).copied().unwrap_or(source_dev),
             None => source_dev,
         };
-        if item.meta.dev() != parent_dev {
-            homes.push((item.rel.clone(), item.abs.clone(), item.meta.dev()));
+        if item.meta.dev != parent_dev {
+            homes.push((item.rel.clone(), preview.open_dir(item)?, item.meta.dev));
         }
     }
     let mut regions = Vec::new();
-    for (rel, path, dev) in homes {
-        let home = DirFd::open(&path).map_err(Error::io("open", &path))?;
+    for (rel, home, dev) in homes {
         let stage = claim(&home)?;
         regions.push(Region {
             rel,
@@ -359,11 +359,21 @@ fn prepare(source: &Path, preview: &snapshot::SnapshotPlan) -> Result<Stage> {
             dev,
         });
     }
+    let main = Arc::new(
+        regions[0]
+            .stage
+            .try_clone()
+            .map_err(Error::io("open", source.join(STAGE_DIR)))?,
+    );
     Ok(Stage {
         dir: source.join(STAGE_DIR),
+        source: source.to_path_buf(),
+        view: StagedView {
+            root: main,
+            regions: HashMap::new(),
+        },
         hard_linked: HashSet::new(),
         origin: HashMap::new(),
-        dir_links: HashSet::new(),
         height: None,
         report: StageReport {
             regions: regions.len() as u64,
@@ -417,7 +427,7 @@ fn claim(home: &DirFd) -> Result<DirFd> {
 /// With the node stopped: waits for its locks to be released, asks for the
 /// height, then builds the stage.
 fn freeze(
-    source: &Path,
+    source: &Arc<DirFd>,
     roots: &[snapshot::Root],
     opts: &StageOptions,
     runner: &Runner,
@@ -427,11 +437,12 @@ fn freeze(
     let lock_wait = Instant::now();
     loop {
         interrupt::check()?;
-        let live = roots
-            .iter()
-            .map(|r| live::find(&r.abs))
-            .collect::<Result<Vec<_>>>()?
-            .concat();
+        let mut live = Vec::new();
+        for r in roots {
+            if let Some(dir) = r.dir() {
+                live.extend(live::find_in(dir)?);
+            }
+        }
         if live.is_empty() {
             break;
         }
@@ -464,17 +475,9 @@ fn is_table(name: &str) -> bool {
 /// A directory being mirrored: its view, and what to set on it when its
 /// subtree is done.
 struct Open {
-    depth: usize,
     view: DirFd,
     mode: u32,
     mtime_ns: i64,
-    dev: u64,
-}
-
-fn mtime_of(meta: &fs::Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
 }
 
 fn close(dir: Open) -> Result<()> {
@@ -485,7 +488,7 @@ fn close(dir: Open) -> Result<()> {
 }
 
 fn build(
-    source: &Path,
+    source: &Arc<DirFd>,
     roots: &[snapshot::Root],
     settled_before_ns: i64,
     stage: &mut Stage,
@@ -497,17 +500,22 @@ fn build(
     for root in roots {
         // The include's ancestors, as directories in the main view.
         let mut parent = main.try_clone().map_err(Error::io("open", &stage.dir))?;
-        let mut ancestors: Vec<(DirFd, fs::Metadata)> = Vec::new();
+        let mut ancestors: Vec<(DirFd, Meta)> = Vec::new();
         if let Some((dirs, _)) = root.rel.rsplit_once('/') {
-            let mut rel = String::new();
+            let mut at = source
+                .try_clone()
+                .map_err(Error::io("open", source.path()))?;
             for part in dirs.split('/') {
-                rel = if rel.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{rel}/{part}")
-                };
-                let meta = fs::symlink_metadata(source.join(&rel))
-                    .map_err(Error::io("stat", source.join(&rel)))?;
+                let meta = at
+                    .stat(part)
+                    .map_err(Error::io("stat", at.join(part)))?
+                    .ok_or_else(|| Error::SourceChanged {
+                        path: at.join(part),
+                        detail: "it vanished".into(),
+                    })?;
+                at = at
+                    .open_dir(part)
+                    .map_err(Error::io("open", at.join(part)))?;
                 parent = parent
                     .ensure_dir(part)
                     .map_err(Error::io("create", parent.join(part)))?;
@@ -522,11 +530,9 @@ fn build(
         mirror(root, parent, settled_before_ns, stage)?;
         for (dir, meta) in ancestors.into_iter().rev() {
             close(Open {
-                depth: 0,
                 view: dir,
-                mode: meta.mode() & 0o7777,
-                mtime_ns: mtime_of(&meta),
-                dev: meta.dev(),
+                mode: meta.mode,
+                mtime_ns: meta.mtime_ns,
             })?;
         }
     }
@@ -534,7 +540,8 @@ fn build(
 }
 
 /// Mirrors one root (an include, or the whole source) into the view
-/// directory `parent` (the view of the root's parent directory).
+/// directory `parent` (the view of the root's parent directory), reading
+/// the source only through the root's descriptor, one name at a time.
 fn mirror(
     root: &snapshot::Root,
     parent: DirFd,
@@ -542,167 +549,242 @@ fn mirror(
     stage: &mut Stage,
 ) -> Result<()> {
     let main_dev = stage.regions[0].dev;
-    let mut open: Vec<Open> = Vec::new();
-    let mut it = walkdir::WalkDir::new(&root.abs)
-        .follow_links(false)
-        .follow_root_links(true)
-        .into_iter();
-    while let Some(entry) = it.next() {
-        interrupt::check()?;
-        let entry = entry.map_err(|e| Error::Io {
-            op: "walk",
-            path: e.path().unwrap_or(&root.abs).to_path_buf(),
-            cause: e.into(),
-        })?;
-        let depth = entry.depth();
-        while open.last().is_some_and(|o| o.depth >= depth) {
-            close(open.pop().expect("checked"))?;
+    match &root.kind {
+        snapshot::RootKind::File { parent: from, name } => {
+            let meta = from
+                .stat(name)
+                .map_err(Error::io("stat", from.join(name)))?
+                .ok_or_else(|| Error::SourceChanged {
+                    path: from.join(name),
+                    detail: "it vanished".into(),
+                })?;
+            stage_file(
+                from,
+                name,
+                &meta,
+                &parent,
+                &root.rel,
+                settled_before_ns,
+                stage,
+            )
         }
-        let below = entry
-            .path()
-            .strip_prefix(&root.abs)
-            .unwrap_or(Path::new(""));
-        let rel = match (root.rel.is_empty(), below.as_os_str().is_empty()) {
-            (true, true) => {
-                // The source itself: its view is the main stage directory.
-                let meta = fs::metadata(entry.path()).map_err(Error::io("stat", entry.path()))?;
-                open.push(Open {
-                    depth,
-                    view: parent
-                        .try_clone()
-                        .map_err(Error::io("open", parent.path()))?,
-                    mode: 0o700,
-                    mtime_ns: mtime_of(&meta),
-                    dev: main_dev,
-                });
-                continue;
-            }
-            (true, false) => below.to_string_lossy().into_owned(),
-            (false, true) => root.rel.clone(),
-            (false, false) => format!("{}/{}", root.rel, below.to_string_lossy()),
-        };
-        if depth > 0 && snapshot::is_reserved(entry.file_name()) {
-            if entry.file_type().is_dir() {
-                it.skip_current_dir();
-            }
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let (view, dev) = match open.last() {
-            Some(o) => (
-                o.view
-                    .try_clone()
-                    .map_err(Error::io("open", o.view.path()))?,
-                o.dev,
-            ),
-            None => (
+        snapshot::RootKind::Dir(dir) => {
+            let meta = dir.meta().map_err(Error::io("stat", dir.path()))?;
+            // The directory's own view: the main stage for the source, a
+            // directory of the parent's view for an include (or the stage of
+            // its region, when it is on another filesystem).
+            let view = if root.rel.is_empty() {
                 parent
                     .try_clone()
-                    .map_err(Error::io("open", parent.path()))?,
-                main_dev,
-            ),
-        };
-        let meta = if depth == 0 {
-            fs::metadata(entry.path())
-        } else {
-            fs::symlink_metadata(entry.path())
-        }
-        .map_err(Error::io("stat", entry.path()))?;
-        let ft = meta.file_type();
-        let to = view.join(&name);
-        if ft.is_dir() {
-            let region = stage
-                .regions
-                .iter()
-                .find(|r| r.rel == rel && !rel.is_empty());
-            let child = match region {
-                // Another filesystem: link to its own stage, fill that.
-                Some(r) if r.dev != dev => {
-                    let target = r.home.join(STAGE_DIR);
-                    view.symlink(&target.to_string_lossy(), &name)
-                        .map_err(Error::io("create symlink", &to))?;
-                    stage.dir_links.insert(rel.clone());
-                    r.stage.try_clone().map_err(Error::io("open", &target))?
-                }
-                _ => {
-                    view.create_dir(&name).map_err(Error::io("create", &to))?;
-                    view.open_dir(&name).map_err(Error::io("open", &to))?
-                }
+                    .map_err(Error::io("open", parent.path()))?
+            } else {
+                let name = root.rel.rsplit('/').next().unwrap_or(&root.rel).to_string();
+                view_dir(&parent, &name, &root.rel, meta.dev, main_dev, stage)?
             };
-            open.push(Open {
-                depth,
-                view: child,
-                mode: meta.mode() & 0o7777,
-                mtime_ns: mtime_of(&meta),
-                dev: meta.dev(),
-            });
-        } else if ft.is_symlink() {
-            let target =
-                fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
-            view.symlink(&target.to_string_lossy(), &name)
+            let top = Open {
+                view: view.try_clone().map_err(Error::io("open", view.path()))?,
+                mode: if root.rel.is_empty() {
+                    0o700
+                } else {
+                    meta.mode
+                },
+                mtime_ns: meta.mtime_ns,
+            };
+            mirror_dir(dir, &root.rel, view, meta.dev, settled_before_ns, stage)?;
+            close(top)
+        }
+    }
+}
+
+/// The view of the source directory `name` (at `rel`) inside `view`: a new
+/// directory, or — when it is on another filesystem than its parent — a
+/// symlink to its region's own stage, which is returned.
+fn view_dir(
+    view: &DirFd,
+    name: &str,
+    rel: &str,
+    dev: u64,
+    parent_dev: u64,
+    stage: &mut Stage,
+) -> Result<DirFd> {
+    let to = view.join(name);
+    let region = stage
+        .regions
+        .iter()
+        .find(|r| r.rel == rel && !rel.is_empty());
+    match region {
+        Some(r) if r.dev != parent_dev && r.dev == dev => {
+            let target = r.home.join(STAGE_DIR);
+            view.symlink(&target.to_string_lossy(), name)
                 .map_err(Error::io("create symlink", &to))?;
-            view.set_link_mtime(&name, mtime_of(&meta))
-                .map_err(Error::io("set mtime of", &to))?;
-        } else if ft.is_file() {
-            if is_table(&name) {
-                match view.link_from(entry.path(), &name) {
-                    Ok(()) => {
-                        stage.report.files_linked += 1;
-                        stage.hard_linked.insert(rel);
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        return Err(Error::io("link into stage", &to)(e));
-                    }
-                    // No permission, too many links.
-                    Err(e) => {
-                        stage.report.link_fallbacks += 1;
-                        stage.report.link_fallback_reason.get_or_insert_with(|| {
-                            format!("hard link {} failed ({e}); copied instead", to.display())
-                        });
-                    }
-                }
+            let region_view = r.stage.try_clone().map_err(Error::io("open", &target))?;
+            stage.view.regions.insert(
+                rel.to_string(),
+                Arc::new(
+                    region_view
+                        .try_clone()
+                        .map_err(Error::io("open", &target))?,
+                ),
+            );
+            Ok(region_view)
+        }
+        _ => {
+            view.create_dir(name).map_err(Error::io("create", &to))?;
+            view.open_dir(name).map_err(Error::io("open", &to))
+        }
+    }
+}
+
+/// Mirrors the contents of the source directory `dir` (at `rel`, on
+/// device `dev`) into `view`.
+fn mirror_dir(
+    dir: &DirFd,
+    rel: &str,
+    view: DirFd,
+    dev: u64,
+    settled_before_ns: i64,
+    stage: &mut Stage,
+) -> Result<()> {
+    for name in dir
+        .sorted_names()
+        .map_err(Error::io("read directory", dir.path()))?
+    {
+        interrupt::check()?;
+        if snapshot::is_reserved(&name) {
+            continue;
+        }
+        let Some(meta) = dir
+            .stat(&name)
+            .map_err(Error::io("stat", dir.join(&name)))?
+        else {
+            continue;
+        };
+        let child_rel = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let to = view.join(&name);
+        match meta.kind {
+            EntryType::Dir => {
+                let child = dir
+                    .open_dir(&name)
+                    .map_err(Error::io("open", dir.join(&name)))?;
+                let child_view = view_dir(&view, &name, &child_rel, meta.dev, dev, stage)?;
+                let done = Open {
+                    view: child_view
+                        .try_clone()
+                        .map_err(Error::io("open", child_view.path()))?,
+                    mode: meta.mode,
+                    mtime_ns: meta.mtime_ns,
+                };
+                mirror_dir(
+                    &child,
+                    &child_rel,
+                    child_view,
+                    meta.dev,
+                    settled_before_ns,
+                    stage,
+                )?;
+                close(done)?;
             }
-            copy(entry.path(), &view, &name, &meta)?;
-            let stat = Stat::of(&meta);
-            // A file that changed while it was copied makes a torn copy:
-            // the node is not as stopped as the stop command said.
-            let after =
-                fs::symlink_metadata(entry.path()).map_err(Error::io("stat", entry.path()))?;
-            if !Stat::of(&after).same(&stat, false) {
-                return Err(Error::SourceChanged {
-                    path: entry.path().to_path_buf(),
-                    detail: "changed while it was copied into the stage, after the stop command; is the node stopped?".into(),
+            EntryType::Symlink => {
+                let target = dir
+                    .read_link(&name)
+                    .map_err(Error::io("read symlink", dir.join(&name)))?;
+                view.symlink(&target.to_string_lossy(), &name)
+                    .map_err(Error::io("create symlink", &to))?;
+                view.set_link_mtime(&name, meta.mtime_ns)
+                    .map_err(Error::io("set mtime of", &to))?;
+            }
+            EntryType::File => {
+                stage_file(
+                    dir,
+                    &name,
+                    &meta,
+                    &view,
+                    &child_rel,
+                    settled_before_ns,
+                    stage,
+                )?;
+            }
+            // Sockets, fifos and devices are skipped by the snapshot too.
+            EntryType::Other => {}
+        }
+    }
+    Ok(())
+}
+
+/// Puts the source file `name` of `dir` into `view`: a hard link for a
+/// table file (never rewritten once written), else a copy.
+fn stage_file(
+    dir: &DirFd,
+    name: &str,
+    meta: &Meta,
+    view: &DirFd,
+    rel: &str,
+    settled_before_ns: i64,
+    stage: &mut Stage,
+) -> Result<()> {
+    let to = view.join(name);
+    if is_table(name) {
+        match dir.link(name, view, name) {
+            Ok(()) => {
+                stage.report.files_linked += 1;
+                stage.hard_linked.insert(rel.to_string());
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("link into stage", &to)(e));
+            }
+            // No permission, too many links.
+            Err(e) => {
+                stage.report.link_fallbacks += 1;
+                stage.report.link_fallback_reason.get_or_insert_with(|| {
+                    format!("hard link {} failed ({e}); copied instead", to.display())
                 });
             }
-            if stat.ctime_ns < settled_before_ns {
-                stage.origin.insert(rel, stat);
-            }
-            stage.report.files_copied += 1;
-            stage.report.bytes_copied += meta.len();
         }
-        // Sockets, fifos and devices are skipped by the snapshot too.
     }
-    while let Some(o) = open.pop() {
-        close(o)?;
+    copy(dir, name, view, meta)?;
+    let stat = Stat::from_meta(meta);
+    // A file that changed while it was copied makes a torn copy: the node
+    // is not as stopped as the stop command said.
+    let after = dir
+        .stat(name)
+        .map_err(Error::io("stat", dir.join(name)))?
+        .map(|m| Stat::from_meta(&m));
+    if !after.is_some_and(|a| a.same(&stat, false)) {
+        return Err(Error::SourceChanged {
+            path: dir.join(name),
+            detail: "changed while it was copied into the stage, after the stop command; is the node stopped?".into(),
+        });
     }
+    if stat.ctime_ns < settled_before_ns {
+        stage.origin.insert(rel.to_string(), stat);
+    }
+    stage.report.files_copied += 1;
+    stage.report.bytes_copied += meta.size;
     Ok(())
 }
 
 /// Copies into a new file of the view: never through an existing one,
 /// which could be a hard link to the node's own file, and never from a
 /// symlink planted in place of the source file.
-fn copy(from: &Path, view: &DirFd, name: &str, meta: &fs::Metadata) -> Result<()> {
-    let mut src = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(from)
-        .map_err(Error::io("open", from))?;
+fn copy(dir: &DirFd, name: &str, view: &DirFd, meta: &Meta) -> Result<()> {
+    let from = dir.join(name);
+    let mut src = dir.open_file(name).map_err(Error::io("open", &from))?;
+    if Meta::of(&src).map_err(Error::io("stat", &from))?.ino != meta.ino {
+        return Err(Error::SourceChanged {
+            path: from,
+            detail: "it was replaced after the stop command; is the node stopped?".into(),
+        });
+    }
     let to = view.join(name);
     let mut dst = view
         .create_file(name, 0o600)
         .map_err(Error::io("create in stage", &to))?;
-    io::copy(&mut src, &mut dst).map_err(Error::io("copy to stage", from))?;
-    fsx::set_file_mode_and_mtime(&dst, meta.mode() & 0o7777, mtime_of(meta))
+    io::copy(&mut src, &mut dst).map_err(Error::io("copy to stage", &from))?;
+    fsx::set_file_mode_and_mtime(&dst, meta.mode, meta.mtime_ns)
         .map_err(Error::io("set mode and mtime of", &to))
 }

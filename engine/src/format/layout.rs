@@ -7,8 +7,9 @@
 //! snapshots/<height:020>-<created:020>-<64 hex>   a manifest
 //! epochs/<n:020>                            a sweep began (body: "<round> <plan stamp>")
 //! forgotten/<64 hex>                        a forget record (v2)
-//! pending/<64 hex>                          a manifest being committed (v2)
-//! pending/<64 hex>.fate                     "commit" or "expire" (v2)
+//! pending/<64 hex>-<32 hex>                 a manifest being committed, one attempt's (v2)
+//! pending/<64 hex>-<32 hex>.fate            "commit <secret>" or "expire" (v2)
+//! pending/<64 hex>[.fate]                   the same, as the first v2 release named them
 //! prune/<round:020>.plan                    a round's condemned chunks (v2)
 //! prune/<round:020>.sweep-<attempt:04>      a sweep attempt began (v2)
 //! prune/<round:020>.done-<attempt:04>       that attempt finished the round (v2)
@@ -37,20 +38,70 @@ pub fn forgotten_key(id: &Hash) -> String {
     format!("{FORGOTTEN_PREFIX}{}", id.to_hex())
 }
 
-pub fn pending_key(id: &Hash) -> String {
+/// One attempt at committing a manifest: 16 bytes of BLAKE3 of a secret
+/// only its writer knows until it claims the commit (FORMAT.md §10,
+/// "Writers"), so that a claim can be told from an object planted first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempt(pub [u8; 16]);
+
+impl Attempt {
+    /// The attempt named by `secret`.
+    pub fn of(secret: &[u8; 32]) -> Attempt {
+        let h = blake3::hash(secret);
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&h.as_bytes()[..16]);
+        Attempt(a)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn parse(s: &str) -> Option<Attempt> {
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let mut a = [0u8; 16];
+        hex::decode_to_slice(s, &mut a).ok()?;
+        Some(Attempt(a))
+    }
+}
+
+/// `pending/<id>-<attempt>`: an attempt's pending manifest.
+pub fn pending_key(id: &Hash, attempt: &Attempt) -> String {
+    format!("{PENDING_PREFIX}{}-{}", id.to_hex(), attempt.to_hex())
+}
+
+/// `pending/<id>-<attempt>.fate`: who decided that attempt's fate.
+pub fn fate_key(id: &Hash, attempt: &Attempt) -> String {
+    format!("{}.fate", pending_key(id, attempt))
+}
+
+/// `pending/<id>`: a pending manifest as the first version 2 release named
+/// it (one per snapshot, not per attempt). Read by prune, never written.
+pub fn legacy_pending_key(id: &Hash) -> String {
     format!("{PENDING_PREFIX}{}", id.to_hex())
 }
 
-pub fn fate_key(id: &Hash) -> String {
+pub fn legacy_fate_key(id: &Hash) -> String {
     format!("{PENDING_PREFIX}{}.fate", id.to_hex())
 }
 
-/// What a key under `pending/` is: a pending manifest or its fate.
-pub fn parse_pending_key(key: &str) -> Option<(Hash, bool)> {
+/// What a key under `pending/` is: the snapshot id, the attempt (`None`:
+/// a legacy key), and whether it is the fate rather than the manifest.
+pub fn parse_pending_key(key: &str) -> Option<(Hash, Option<Attempt>, bool)> {
     let rest = key.strip_prefix(PENDING_PREFIX)?;
-    match rest.strip_suffix(".fate") {
-        Some(hex) => Some((hex.parse().ok()?, true)),
-        None => Some((rest.parse().ok()?, false)),
+    let (name, fate) = match rest.strip_suffix(".fate") {
+        Some(n) => (n, true),
+        None => (rest, false),
+    };
+    match name.split_once('-') {
+        Some((id, a)) => Some((id.parse().ok()?, Some(Attempt::parse(a)?), fate)),
+        None => Some((name.parse().ok()?, None, fate)),
     }
 }
 
@@ -191,7 +242,26 @@ mod tests {
         }
         assert_eq!(parse_round_key("prune/42.plan"), None);
         assert_eq!(parse_round_key(&format!("prune/{:020}.done", 42)), None);
-        assert_eq!(parse_pending_key(&fate_key(&id)), Some((id, true)));
-        assert_eq!(parse_pending_key(&pending_key(&id)), Some((id, false)));
+        let a = Attempt::of(&[7; 32]);
+        assert_eq!(
+            parse_pending_key(&fate_key(&id, &a)),
+            Some((id, Some(a), true))
+        );
+        assert_eq!(
+            parse_pending_key(&pending_key(&id, &a)),
+            Some((id, Some(a), false))
+        );
+        assert_eq!(
+            parse_pending_key(&legacy_fate_key(&id)),
+            Some((id, None, true))
+        );
+        assert_eq!(
+            parse_pending_key(&legacy_pending_key(&id)),
+            Some((id, None, false))
+        );
+        assert_eq!(
+            parse_pending_key(&format!("{}-XYZ", legacy_pending_key(&id))),
+            None
+        );
     }
 }

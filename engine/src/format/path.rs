@@ -114,6 +114,28 @@ pub fn check_link_target_contained(link: &str, target: &str) -> Result<(), Forma
     Ok(())
 }
 
+/// Where a contained symlink's leading `..` components take it: `Some(name)`
+/// when they climb all the way to the snapshot root, with the first name the
+/// target then descends into (`None` inside: the target is the root
+/// itself); `None` when the target stays below the root. Counted after
+/// normalising: empty and `.` components are no components, so
+/// `./../x` and `..//../x` climb as `../x` and `../../x` do.
+pub fn climb_to_root<'t>(link: &str, target: &'t str) -> Option<Option<&'t str>> {
+    let mut parts = target.split('/').filter(|c| !c.is_empty() && *c != ".");
+    let depth = link.split('/').count() - 1;
+    let mut climbs = 0;
+    let mut first = None;
+    for c in parts.by_ref() {
+        if c == ".." {
+            climbs += 1;
+        } else {
+            first = Some(c);
+            break;
+        }
+    }
+    (climbs >= depth).then_some(first)
+}
+
 /// The parent of a manifest path, or `None` for a top-level entry.
 pub fn parent(path: &str) -> Option<&str> {
     path.rfind('/').map(|i| &path[..i])
@@ -162,6 +184,18 @@ mod tests {
         assert!(check_link_target("a/link", "../../outside").is_err());
         assert!(check_link_target("a/link", "/etc").is_err());
         assert!(check_link_target("a/link", "").is_err());
+    }
+
+    #[test]
+    fn climbs_are_counted_after_normalising() {
+        assert_eq!(climb_to_root("a/l", "../x/y"), Some(Some("x")));
+        assert_eq!(climb_to_root("a/l", "./../x"), Some(Some("x")));
+        assert_eq!(climb_to_root("a/b/l", "..//../x"), Some(Some("x")));
+        assert_eq!(climb_to_root("a/up", ".."), Some(None));
+        assert_eq!(climb_to_root("a/up", "./.."), Some(None));
+        assert_eq!(climb_to_root("a/b/l", "../x"), None);
+        assert_eq!(climb_to_root("a/b/up", ".."), None);
+        assert_eq!(climb_to_root("l", "x"), Some(Some("x")));
     }
 
     #[test]
