@@ -148,7 +148,12 @@ impl LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Self::store_err("write", key)(e)),
             };
-            let written = f.write_all(bytes).and_then(|_| f.sync_all());
+            let written = f.write_all(bytes).and_then(|_| {
+                if crate::testhook::skip("local-file-fsync") {
+                    return Ok(());
+                }
+                f.sync_all()
+            });
             if let Err(e) = written {
                 let _ = tmp.unlink(&name);
                 return Err(Self::store_err("write", key)(e));
@@ -162,8 +167,25 @@ fn split(key: &str) -> (&str, &str) {
     key.rsplit_once('/').unwrap_or(("", key))
 }
 
+/// Whether a key lies in the temp directory, which holds writes in
+/// progress and never an object (FORMAT.md §2).
+fn in_tmp(key: &str) -> bool {
+    key == TMP_DIR || key.starts_with("tmp/")
+}
+
+/// "Not there", as the contract means it: the name is absent, or a part of
+/// the key that should be a directory is an object (`a/b` below `a`).
+fn absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
 impl Store for LocalStore {
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
+        if in_tmp(key) {
+            return Err(Error::Missing {
+                key: key.to_string(),
+            });
+        }
         let (dir, name) = split(key);
         let read = || -> io::Result<std::result::Result<Vec<u8>, u64>> {
             let f = self.dir_of(dir)?.open_file(name)?;
@@ -173,11 +195,11 @@ impl Store for LocalStore {
             }
             let mut out = Vec::with_capacity(len as usize);
             // `take` keeps a file that grows under us within the bound.
-            f.take(max_len + 1).read_to_end(&mut out)?;
+            f.take(max_len.saturating_add(1)).read_to_end(&mut out)?;
             Ok(Ok(out))
         };
         let bytes = read().map_err(|cause| match cause.kind() {
-            io::ErrorKind::NotFound => Error::Missing {
+            _ if absent(&cause) => Error::Missing {
                 key: key.to_string(),
             },
             _ => Error::Store {
@@ -228,10 +250,13 @@ impl Store for LocalStore {
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
+        if in_tmp(key) {
+            return Ok(None);
+        }
         let (dir, name) = split(key);
         let found = match self.dir_of(dir) {
             Ok(d) => d.stat(name),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(e),
         }
         .map_err(Self::store_err("stat", key))?;
@@ -248,11 +273,14 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        if prefix.starts_with("tmp/") {
+            return Ok(Vec::new());
+        }
         // Walk the deepest directory the prefix names in full.
         let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
         let start = match self.dir_of(dir_part) {
             Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if absent(&e) => return Ok(Vec::new()),
             Err(e) => return Err(Self::store_err("list", prefix)(e)),
         };
         let mut out = Vec::new();
@@ -316,15 +344,23 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        if in_tmp(key) {
+            return Ok(());
+        }
         let (dir, name) = split(key);
         match self.dir_of(dir) {
-            Ok(d) => {
-                if d.unlink(name).map_err(Self::store_err("delete", key))? {
+            Ok(d) => match d.unlink(name) {
+                Ok(true) => {
                     self.dirty(dir);
+                    Ok(())
                 }
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Ok(false) => Ok(()),
+                // A directory (a key's prefix) is no object: nothing to
+                // delete.
+                Err(e) if absent(&e) || e.raw_os_error() == Some(libc::EISDIR) => Ok(()),
+                Err(e) => Err(Self::store_err("delete", key)(e)),
+            },
+            Err(e) if absent(&e) => Ok(()),
             Err(e) => Err(Self::store_err("delete", key)(e)),
         }
     }
@@ -339,6 +375,9 @@ impl Store for LocalStore {
         dirs.sort();
         *self.synced.lock().expect("synced lock") = dirs.clone();
         for dir in dirs {
+            if crate::testhook::skip("local-dir-fsync") {
+                continue;
+            }
             let shown = self.root.join(&dir);
             match self.dir_of(&dir) {
                 Ok(d) => d.sync().map_err(Error::io("fsync directory", &shown))?,
