@@ -162,6 +162,11 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         }
     }
     let rounds = repo.prune_rounds()?;
+    // An instant prune sweeps a plan as soon as it is written (step 5), so
+    // it sweeps an earlier plan at once too: one an interrupted instant
+    // prune left half-swept would otherwise wait out a grace period nobody
+    // asked for.
+    let plan_grace = if opts.instant { 0 } else { nanos(opts.grace) };
 
     // 1. Claim the rounds whose plans are old enough, then bump the epoch.
     // Only after that are the roots listed, so that a writer either shows
@@ -173,7 +178,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             if round.is_done() {
                 return None;
             }
-            if plan.modified_unix_ns.saturating_add(nanos(opts.grace)) > now {
+            if plan.modified_unix_ns.saturating_add(plan_grace) > now {
                 report.waiting_rounds.push(r);
                 return None;
             }

@@ -25,6 +25,8 @@
 use std::io::{Read, Write};
 
 use crate::error::{Error, Result};
+use std::path::PathBuf;
+
 use crate::fsx::{DirFd, EntryType};
 use crate::testhook;
 
@@ -87,7 +89,7 @@ impl Journal {
         format!("{body}end {}\n", sum.to_hex())
     }
 
-    fn decode(text: &str) -> std::result::Result<Journal, String> {
+    pub fn decode(text: &str) -> std::result::Result<Journal, String> {
         let (body, end) = text
             .trim_end_matches('\n')
             .rsplit_once('\n')
@@ -242,8 +244,39 @@ pub fn publish(target: &DirFd, staging: &DirFd, journal: &Journal) -> Result<()>
 /// Finishes an interrupted publish found by [`pending`]: its staging and
 /// old directories must be this user's.
 pub fn complete(target: &DirFd, journal: &Journal) -> Result<()> {
-    let staging = mine(target, &journal.staging, "a staging directory")?;
-    complete_with(target, &staging, journal)
+    let staging_there = target
+        .stat(&journal.staging)
+        .map_err(io_err("stat", target, &journal.staging))?
+        .is_some();
+    if staging_there {
+        let staging = mine(target, &journal.staging, "a staging directory")?;
+        return complete_with(target, &staging, journal);
+    }
+    // The staging directory goes only after every entry was moved into
+    // place and synced (see `complete_with`), so without it only the
+    // leftovers and the journal remain to be removed — once every entry is
+    // confirmed in place.
+    for e in &journal.entries {
+        if target
+            .stat(&e.name)
+            .map_err(io_err("stat", target, &e.name))?
+            .is_none()
+        {
+            return Err(Error::Refused(format!(
+                "{}: restored entry missing, and the interrupted restore's staging directory is \
+                 gone; inspect the target and remove {JOURNAL} by hand",
+                target.join(&e.name).display()
+            )));
+        }
+    }
+    if target
+        .stat(&journal.old)
+        .map_err(io_err("stat", target, &journal.old))?
+        .is_some()
+    {
+        mine(target, &journal.old, "directory of replaced entries")?;
+    }
+    finish(target, journal)
 }
 
 /// A directory in `target` that this user owns, entered without following
@@ -329,11 +362,55 @@ fn complete_with(target: &DirFd, staging: &DirFd, journal: &Journal) -> Result<(
     for dir in [&old, staging, target] {
         dir.sync().map_err(io_err("fsync", dir, "."))?;
     }
+    testhook::point("publish-synced");
+    // The replaced entries and the emptied staging directory go while the
+    // journal still stands: a crash after the journal's removal (durable)
+    // can then leave no directory of replaced entries behind for good (a
+    // whole previous database on a node), since in the target directory
+    // the removals come first. A crash before it leaves the journal, and
+    // the next run repeats what is left.
+    finish(target, journal)
+}
+
+/// The last step of a publish: the leftovers, then the journal.
+fn finish(target: &DirFd, journal: &Journal) -> Result<()> {
+    remove_leftovers(target, journal)?;
     target
         .unlink(JOURNAL)
         .map_err(io_err("remove", target, JOURNAL))?;
     target.sync().map_err(io_err("fsync", target, "."))?;
     Ok(())
+}
+
+/// Removes the emptied staging directory and the directory of replaced
+/// entries, unless the journal keeps it (`--keep-old`).
+fn remove_leftovers(target: &DirFd, journal: &Journal) -> Result<()> {
+    let gone = |name: &str| target.remove(name).map_err(io_err("remove", target, name));
+    gone(&journal.staging)?;
+    if !journal.keep_old {
+        gone(&journal.old)?;
+    }
+    target.sync().map_err(io_err("fsync", target, "."))
+}
+
+/// After a publish: where the replaced entries are, when the journal kept
+/// them (and there were any); an empty kept directory is removed.
+pub fn kept_old(target: &DirFd, journal: &Journal) -> Result<Option<PathBuf>> {
+    if !journal.keep_old {
+        return Ok(None);
+    }
+    match target.open_dir(&journal.old) {
+        Ok(old) if !old.names().unwrap_or_default().is_empty() => {
+            Ok(Some(target.join(&journal.old)))
+        }
+        Ok(_) => {
+            target
+                .remove(&journal.old)
+                .map_err(io_err("remove", target, &journal.old))?;
+            Ok(None)
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 #[cfg(test)]
