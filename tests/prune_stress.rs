@@ -10,7 +10,7 @@
 //! sweep, then run again: nothing referenced is lost.
 //!
 //! `BLOCKSNAP_STRESS_SECS` (default 20) sets how long writers run per store;
-//! `BLOCKSNAP_PRUNE_KILLS` (default 24) the number of prune kills.
+//! `BLOCKSNAP_PRUNE_KILLS` (default 12) the number of prune kills.
 
 mod common;
 
@@ -349,16 +349,25 @@ fn writers_forget_and_prune_at_once_on_s3() {
 
 /// Prune killed anywhere, and at each step of its sweep: every snapshot
 /// still verifies after each kill, and a later prune finishes the job.
+/// Whether a run aborted at the crash point it was given (SIGABRT, and the
+/// point's own message), rather than finishing or failing otherwise.
+fn aborted_at(status: &std::process::ExitStatus, stderr: &str, point: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let name = point.split(':').next().unwrap();
+    status.signal() == Some(libc::SIGABRT)
+        && stderr.contains(&format!("test crash point {name} reached"))
+}
+
 #[test]
 fn a_prune_killed_anywhere_loses_nothing_and_a_rerun_completes() {
-    let kills = env_num("BLOCKSNAP_PRUNE_KILLS", 24);
+    let kills = env_num("BLOCKSNAP_PRUNE_KILLS", 12);
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo {
         args: vec![
             "--repo".into(),
             tmp.path().join("repo").display().to_string(),
         ],
-        env: vec![],
+        env: vec![("BLOCKSNAP_TEST_PRUNE_BATCH".into(), "4".into())],
         cache: tmp.path().join("cache"),
     };
     let (ok, _, err) = output(repo.run("node", "init", &["--chunk-avg-kib", "16"]));
@@ -366,15 +375,21 @@ fn a_prune_killed_anywhere_loses_nothing_and_a_rerun_completes() {
     let source = tmp.path().join("data");
     let mut rng = Rng(99);
     let margins = ["--grace", "1s", "--lease", "1s", "--pending-expiry", "1s"];
+    // Every point a prune passes (with batches of 4, a sweep has several).
     let points = [
         "prune-claimed",
         "prune-epoch",
         "prune-batch:1",
         "prune-batch:2",
+        "prune-done",
     ];
-    let mut killed = 0;
+    let mut at_points = std::collections::BTreeMap::new();
+    let mut random_kills = 0;
     let mut round = 0u64;
-    while killed < kills {
+    let mut runs = 0;
+    while at_points.values().sum::<u64>() + random_kills < kills {
+        runs += 1;
+        assert!(runs < kills * 4, "kills keep missing: {at_points:?}");
         // Fresh snapshots, the older ones forgotten: chunks to condemn.
         for _ in 0..3 {
             mutate(&source, &mut rng, round);
@@ -393,18 +408,30 @@ fn a_prune_killed_anywhere_loses_nothing_and_a_rerun_completes() {
         }
         let (ok, _, err) = output(repo.run("node", "forget", &["--keep-last", "1"]));
         assert!(ok, "{err}");
-        // Condemn, then wait out the grace period.
-        let (ok, _, err) = output(repo.run("node", "prune", &margins));
+        // Condemn (a chunk must be older than the grace period to be
+        // condemned), then wait out the grace period of the plan.
+        std::thread::sleep(Duration::from_millis(1100));
+        let (ok, out, err) =
+            output(repo.run("node", "prune", &[&margins[..], &["--json"]].concat()));
         assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(v["condemned"].as_u64() > Some(0), "nothing to sweep: {v}");
         std::thread::sleep(Duration::from_millis(1100));
         // The sweep, killed: at a step of the protocol, or at a random time.
         let mut c = repo.run("node", "prune", &margins);
-        if killed % 2 == 0 {
-            let point = points[(killed as usize / 2) % points.len()];
+        if runs % 2 == 1 {
+            let point = points[(runs as usize / 2) % points.len()];
             c.env("BLOCKSNAP_TEST_CRASH_AT", point);
-            // Aborts at the point; a point past the end of this sweep (a
-            // second batch when there is one) lets it finish.
-            let _ = output(c);
+            let out = c.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // It must die there, not finish: each point is one a sweep of
+            // this repository passes.
+            assert!(
+                aborted_at(&out.status, &stderr, point),
+                "prune did not stop at {point}: {:?} {stderr}",
+                out.status
+            );
+            *at_points.entry(point).or_insert(0u64) += 1;
         } else {
             let mut child = c
                 .stdout(Stdio::null())
@@ -412,18 +439,39 @@ fn a_prune_killed_anywhere_loses_nothing_and_a_rerun_completes() {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(rng.below(150)));
+            // Counted only when the signal reached a running prune.
+            let running = child.try_wait().unwrap().is_none();
             let _ = child.kill();
-            let _ = child.wait();
+            let status = child.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            if running && status.signal() == Some(libc::SIGKILL) {
+                random_kills += 1;
+            }
         }
-        killed += 1;
         let (ok, out, err) = output(repo.run("node", "verify", &["all", "--full"]));
-        assert!(ok, "after kill {killed}: {out}{err}");
-        // A later prune (after the lease of a killed sweep) completes.
+        assert!(ok, "after kill {runs}: {out}{err}");
+        // A later prune (after the lease of a killed sweep) completes the
+        // round: nothing is left being swept.
         std::thread::sleep(Duration::from_millis(1100));
-        let (ok, _, err) = output(repo.run("node", "prune", &margins));
-        assert!(ok, "re-run after kill {killed}: {err}");
+        let (ok, out, err) =
+            output(repo.run("node", "prune", &[&margins[..], &["--json"]].concat()));
+        assert!(ok, "re-run after kill {runs}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let (ok, out, err) = output(repo.run("node", "verify", &["all", "--full"]));
-        assert!(ok, "after the re-run {killed}: {out}{err}");
+        assert!(ok, "after the re-run {runs}: {out}{err}");
+        let (ok, out, _) =
+            output(repo.run("node", "prune", &["--json", "--dry-run", "--grace", "1s"]));
+        assert!(ok);
+        let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            after["swept"].as_array().unwrap().is_empty()
+                || after["swept"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["deleted"] == 0),
+            "a round is still waiting to be swept after the re-run: {v} {after}"
+        );
     }
     // In the end, nothing unreferenced is left behind for good.
     std::thread::sleep(Duration::from_millis(1100));
@@ -435,8 +483,170 @@ fn a_prune_killed_anywhere_loses_nothing_and_a_rerun_completes() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["chunks"], v["referenced_chunks"], "{v}");
-    eprintln!(
-        "kills: {killed} prunes killed (at {} protocol steps and at random times); every snapshot verified after each, and each re-run completed",
-        points.len()
+    assert_eq!(
+        at_points.len(),
+        points.len(),
+        "every point was hit: {at_points:?}"
     );
+    eprintln!(
+        "kills: {} prunes aborted at protocol steps ({at_points:?}) and {random_kills} killed at \
+         random times, out of {runs} sweeps; every snapshot verified after each, and each re-run \
+         completed the round",
+        at_points.values().sum::<u64>()
+    );
+}
+
+/// The crash points of writers, forget and restore (issue #21: some were
+/// never used): a run aborted there (the kill asserted) leaves a sound
+/// repository, and the next run — of the same command, or a prune —
+/// finishes what it began.
+#[test]
+fn writers_forget_and_restore_killed_at_each_step_are_finished_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo {
+        args: vec![
+            "--repo".into(),
+            tmp.path().join("repo").display().to_string(),
+        ],
+        env: vec![],
+        cache: tmp.path().join("cache"),
+    };
+    let (ok, _, err) = output(repo.run("node", "init", &["--chunk-avg-kib", "16"]));
+    assert!(ok, "{err}");
+    let source = tmp.path().join("data");
+    let mut rng = Rng(7);
+    let ids = || -> Vec<String> {
+        let (ok, out, err) = output(repo.run("node", "list", &["--json"]));
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let verify = || {
+        let (ok, out, err) = output(repo.run("node", "verify", &["all", "--full"]));
+        assert!(ok, "{out}{err}");
+    };
+    let kill_at = |mut c: Command, point: &str| {
+        c.env("BLOCKSNAP_TEST_CRASH_AT", point);
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            aborted_at(&out.status, &stderr, point),
+            "did not stop at {point}: {:?} {stderr}",
+            out.status
+        );
+    };
+    let snapshot = |h: u64| {
+        repo.run(
+            "node",
+            "snapshot",
+            &[
+                "--height",
+                &h.to_string(),
+                "--source",
+                source.to_str().unwrap(),
+            ],
+        )
+    };
+    let margins = ["--grace", "0s", "--lease", "1s", "--pending-expiry", "1s"];
+    // A writer killed after its pending object, after its claim, after its
+    // manifest's PUT: no snapshot, or its snapshot (the claimed one
+    // completed by the next prune), never a broken one.
+    for (h, point) in [
+        (1, "commit-pending"),
+        (2, "commit-claimed"),
+        (3, "commit-put"),
+    ] {
+        // Heights rise, as a node's do: a snapshot's parent is the newest
+        // of its history, so a lower height after a higher one would fork.
+        let h = h * 10;
+        mutate(&source, &mut rng, h);
+        let before = ids();
+        kill_at(snapshot(h), point);
+        verify();
+        let (ok, out, err) =
+            output(repo.run("node", "prune", &[&margins[..], &["--json"]].concat()));
+        assert!(ok, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let after = ids();
+        match point {
+            // Never claimed: the pending commit stays until it expires.
+            "commit-pending" => assert_eq!(after, before, "{r}"),
+            // Claimed: the prune completes it.
+            "commit-claimed" => {
+                assert_eq!(r["pending_promoted"], 1, "{r}");
+                assert_eq!(after.len(), before.len() + 1);
+            }
+            // Committed: there, and the prune tidies its pending commit.
+            _ => assert_eq!(after.len(), before.len() + 1),
+        }
+        verify();
+        // The same snapshot again is fine whatever happened.
+        let (ok, _, err) = output(snapshot(h + 5));
+        assert!(ok, "{err}");
+        verify();
+    }
+    // forget killed after its record, before deleting the manifest: the
+    // snapshot is forgotten already (the record decides); a re-run removes
+    // the manifest.
+    let victim = ids()[0].clone();
+    kill_at(repo.run("node", "forget", &[&victim]), "forget-recorded");
+    assert!(!ids().contains(&victim), "the record did not forget it");
+    let (ok, _, err) = output(repo.run("node", "forget", &[&victim[..16]]));
+    assert!(ok || err.contains("no snapshot"), "{err}");
+    verify();
+    // A prune killed after completing a claimed commit, before tidying it.
+    mutate(&source, &mut rng, 40);
+    kill_at(snapshot(40), "commit-claimed");
+    let n = ids().len();
+    kill_at(repo.run("node", "prune", &margins), "prune-completed");
+    assert_eq!(ids().len(), n + 1, "the completed commit is there");
+    // Past the pending expiry: the commit killed at `commit-pending` above
+    // (never claimed) expires in the same run.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, out, err) = output(repo.run("node", "prune", &[&margins[..], &["--json"]].concat()));
+    assert!(ok, "{err}");
+    let pending: Vec<String> = walkdir::WalkDir::new(tmp.path().join("repo/pending"))
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    assert!(
+        pending.is_empty(),
+        "the next prune tidied the completed commit: {pending:?} {out}"
+    );
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["pending_promoted"], 1, "{r}");
+    assert_eq!(r["pending_expired"], 1, "{r}");
+    verify();
+    // A restore killed after its publish synced, before the old tree and
+    // the journal are removed: the next restore finishes, nothing left.
+    let target = tmp.path().join("target");
+    let restore = || {
+        let mut c = repo.run(
+            "node",
+            "restore",
+            &["latest", "--ip", "10.0.0.9", "--force", "--target"],
+        );
+        c.arg(&target);
+        c
+    };
+    std::fs::create_dir_all(target.join("old-entry")).unwrap();
+    let (ok, _, err) = output(restore());
+    assert!(ok, "{err}");
+    mutate(&source, &mut rng, 50);
+    let (ok, _, err) = output(snapshot(50));
+    assert!(ok, "{err}");
+    kill_at(restore(), "publish-synced");
+    let (ok, _, err) = output(restore());
+    assert!(ok, "{err}");
+    let left: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".blocksnap-"))
+        .collect();
+    assert!(left.is_empty(), "left in the target: {left:?}");
 }

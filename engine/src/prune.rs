@@ -49,6 +49,9 @@ const MAX_PLAN_CHUNKS: usize = 8_000_000;
 /// Unfinished sweep attempts of one round after which a prune says so.
 const TAKEOVERS_WORTH_A_WARNING: u32 = 3;
 
+/// Chunks deleted per request (S3's `DeleteObjects` takes 1 000 keys).
+const DELETE_BATCH: usize = 1000;
+
 /// Largest fate object read: `commit ` and 64 hex digits, or `expire`.
 const MAX_FATE_BYTES: u64 = 128;
 
@@ -615,7 +618,7 @@ fn sweep_with(
         return Ok((out, delete));
     }
     progress.begin("prune", out.deleted_bytes);
-    for batch in delete.chunks(1000) {
+    for batch in delete.chunks(crate::testhook::tunable("PRUNE_BATCH", DELETE_BATCH)) {
         interrupt::check()?;
         // A sweep held up (a suspended process) past its lease stops:
         // another prune may have taken the round over.
