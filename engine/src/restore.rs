@@ -466,10 +466,36 @@ fn check_tree(
             top_level.push(path.clone());
         }
     }
-    let tops: HashSet<&str> = top_level.iter().map(String::as_str).collect();
+    if let Some(why) = links_refusal(manifest, paths) {
+        return Err(match why {
+            LinkRefusal::Format(cause) => refuse(cause),
+            LinkRefusal::Restore(msg) => Error::Refused(format!("snapshot {}: {msg}", key.key())),
+        });
+    }
+    Ok(top_level)
+}
+
+/// Why a restore refuses a snapshot's symlinks (FORMAT.md §8): a target
+/// that breaks the containment rule, or one that climbs to the target's root
+/// and does not lead into one of the snapshot's own top-level entries.
+pub(crate) enum LinkRefusal {
+    Format(crate::format::FormatError),
+    Restore(String),
+}
+
+/// The symlink rules restore applies to a tree (`paths` are the entries'
+/// paths as restored, in manifest order); `None` when every link keeps.
+pub(crate) fn links_refusal(manifest: &Manifest, paths: &[String]) -> Option<LinkRefusal> {
+    let tops: HashSet<&str> = paths
+        .iter()
+        .filter(|p| !p.contains('/'))
+        .map(String::as_str)
+        .collect();
     for (entry, path) in manifest.entries.iter().zip(paths) {
         if let EntryKind::Symlink { target } = &entry.kind {
-            mpath::check_link_target_contained(path, target).map_err(refuse)?;
+            if let Err(e) = mpath::check_link_target_contained(path, target) {
+                return Some(LinkRefusal::Format(e));
+            }
         }
     }
     for (entry, path) in manifest.entries.iter().zip(paths) {
@@ -483,24 +509,21 @@ fn check_tree(
                 None => {}
                 Some(Some(first)) if tops.contains(first) => {}
                 Some(Some(first)) => {
-                    return Err(Error::Refused(format!(
-                        "snapshot {}: symlink {path} -> {target} leads to {first:?}, which is not \
-                         one of the snapshot's own top-level entries",
-                        key.key()
+                    return Some(LinkRefusal::Restore(format!(
+                        "symlink {path} -> {target} leads to {first:?}, which is not one of the \
+                         snapshot's own top-level entries"
                     )))
                 }
                 Some(None) => {
-                    return Err(Error::Refused(format!(
-                        "snapshot {}: symlink {path} -> {target} leads to the restore target's own \
-                         directory, through which a path could reach entries that are not the \
-                         snapshot's",
-                        key.key()
+                    return Some(LinkRefusal::Restore(format!(
+                        "symlink {path} -> {target} leads to the restore target's own directory, \
+                         through which a path could reach entries that are not the snapshot's"
                     )))
                 }
             }
         }
     }
-    Ok(top_level)
+    None
 }
 
 /// An existing target: not occupied (unless `--force`), no database in it
@@ -641,7 +664,6 @@ pub fn restore(
     let completed_interrupted = match publish::pending(&target)? {
         Some(journal) => {
             publish::complete(&target, &journal)?;
-            finish(&target, &journal)?;
             Some(journal.staging)
         }
         None => None,
@@ -694,48 +716,84 @@ pub fn restore(
         .num_threads(jobs)
         .build()
         .map_err(|e| Error::Refused(format!("cannot start {jobs} restore workers: {e}")))?;
-    pool.install(|| {
-        files.par_iter().try_for_each(|&(i, size, hash, chunks)| {
-            interrupt::check()?;
-            let rel = &plan.paths[i];
-            let shown = staging.path().join(rel);
-            let (dir, name) = parent_of(&staging, rel).map_err(Error::io("open", &shown))?;
-            let entry = &plan.manifest.entries[i];
-            let whole = Whole {
-                size,
-                hash,
-                mode: plan.modes[i],
-                mtime_ns: entry.mtime_ns,
-            };
-            let file = match resume_file(&dir, &name, size, hash) {
+    // Files a seed holds whole are linked last, once every other file is
+    // written: a restore that fails on the way (a missing chunk, a signal)
+    // has then made no link to the node's older files, whose link counts
+    // and ctimes stay as they were.
+    let deferred: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    let linked: std::sync::Mutex<Vec<(DirFd, String)>> = std::sync::Mutex::new(Vec::new());
+    let write = |k: usize, link: bool| -> Result<()> {
+        let (i, size, hash, chunks) = files[k];
+        interrupt::check()?;
+        let rel = &plan.paths[i];
+        let shown = staging.path().join(rel);
+        let (dir, name) = parent_of(&staging, rel).map_err(Error::io("open", &shown))?;
+        let entry = &plan.manifest.entries[i];
+        let whole = Whole {
+            size,
+            hash,
+            mode: plan.modes[i],
+            mtime_ns: entry.mtime_ns,
+        };
+        let file = if link {
+            // A kept file already has its mode and mtime: setting them
+            // again would only risk touching the older state.
+            match seeds.and_then(|s| s.link_whole(&whole, &dir, &name)) {
+                Some(_) => {
+                    Counters::add(&counts.kept, 1);
+                    Counters::add(&counts.bytes_kept, size);
+                    linked.lock().expect("linked").push((dir, name));
+                    None
+                }
+                None => Some(write_file(
+                    repo, seeds, &dir, &name, rel, hash, chunks, &counts,
+                )?),
+            }
+        } else {
+            match resume_file(&dir, &name, size, hash) {
                 Some(f) => {
                     Counters::add(&counts.resumed, 1);
                     Some(f)
                 }
                 None => {
                     dir.remove(&name).map_err(Error::io("replace", &shown))?;
-                    // A kept file already has its mode and mtime: setting
-                    // them again would only risk touching the older state.
-                    match seeds.and_then(|s| s.link_whole(&whole, &dir, &name)) {
-                        Some(_) => {
-                            Counters::add(&counts.kept, 1);
-                            Counters::add(&counts.bytes_kept, size);
-                            None
-                        }
-                        None => Some(write_file(
-                            repo, seeds, &dir, &name, rel, hash, chunks, &counts,
-                        )?),
+                    let linkable =
+                        seeds.and_then(|s| s.has_whole(size, hash, whole.mode, whole.mtime_ns));
+                    if linkable.is_some_and(|n| n > 0) {
+                        deferred.lock().expect("deferred").push(k);
+                        return Ok(());
                     }
+                    Some(write_file(
+                        repo, seeds, &dir, &name, rel, hash, chunks, &counts,
+                    )?)
                 }
-            };
-            if let Some(file) = file {
-                fsx::set_file_mode_and_mtime(&file, whole.mode, whole.mtime_ns)
-                    .map_err(Error::io("set mode and mtime of", &shown))?;
             }
-            progress.advance(size);
-            Ok::<_, Error>(())
+        };
+        if let Some(file) = file {
+            fsx::set_file_mode_and_mtime(&file, whole.mode, whole.mtime_ns)
+                .map_err(Error::io("set mode and mtime of", &shown))?;
+        }
+        progress.advance(size);
+        Ok(())
+    };
+    let written = pool
+        .install(|| {
+            (0..files.len())
+                .into_par_iter()
+                .try_for_each(|k| write(k, false))
         })
-    })?;
+        .and_then(|()| {
+            let later = std::mem::take(&mut *deferred.lock().expect("deferred"));
+            pool.install(|| later.into_par_iter().try_for_each(|k| write(k, true)))
+        });
+    if let Err(e) = written {
+        // Whatever failed, the links made so far go again (a re-run makes
+        // them anew), so the older files' link counts are as they were.
+        for (dir, name) in linked.lock().expect("linked").drain(..) {
+            let _ = dir.unlink(&name);
+        }
+        return Err(e);
+    }
     progress.end();
 
     for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
@@ -802,7 +860,7 @@ pub fn restore(
     );
     publish::publish(&target, &staging, &journal)?;
     drop(staging);
-    let old_entries = finish(&target, &journal)?;
+    let old_entries = publish::kept_old(&target, &journal)?;
     let stale_stagings_removed = remove_stale_stagings(&target)?;
 
     Ok(RestoreReport {
@@ -828,28 +886,6 @@ pub fn restore(
             .map(|c| c.since(requests_before)),
         duration: started.elapsed(),
     })
-}
-
-/// After a publish: removes the emptied staging directory and the replaced
-/// entries (or, as the journal says, keeps them and says where).
-fn finish(target: &DirFd, journal: &Journal) -> Result<Option<PathBuf>> {
-    let gone = |name: &str| {
-        target
-            .remove(name)
-            .map_err(Error::io("remove", target.join(name)))
-    };
-    gone(&journal.staging)?;
-    let kept = match target.open_dir(&journal.old) {
-        Ok(old) if journal.keep_old && !old.names().unwrap_or_default().is_empty() => {
-            Some(target.join(&journal.old))
-        }
-        _ => {
-            gone(&journal.old)?;
-            None
-        }
-    };
-    target.sync().map_err(Error::io("fsync", target.path()))?;
-    Ok(kept)
 }
 
 /// The staging directory: this user's, mode 0700 (nobody else can enter it
