@@ -159,8 +159,12 @@ fn naive_inside(p: &str) -> bool {
         && !p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
 }
 
-/// What restore relies on: every entry lands below the target, no entry
-/// lies below a non-directory, and symlinks resolve inside the tree.
+/// What restore relies on: every entry lands below the target and no entry
+/// lies below a non-directory; and for a tree restore accepts (its link
+/// rules, FORMAT.md §8), every symlink, resolved as the kernel would through
+/// the snapshot's own tree — links followed, up to 40 of them — stays below
+/// the target, never lands on the target's own directory, and never reaches
+/// a top-level name the snapshot does not own (what `--force` keeps).
 fn restore_stays_inside(m: &Manifest) {
     let mut dirs = std::collections::HashSet::new();
     for e in &m.entries {
@@ -172,23 +176,181 @@ fn restore_stays_inside(m: &Manifest) {
                 e.path
             );
         }
-        match &e.kind {
-            EntryKind::Dir => {
-                dirs.insert(e.path.as_str());
-            }
-            EntryKind::Symlink { target } => {
-                assert!(!target.starts_with('/'), "absolute symlink {target:?}");
-                let mut depth: i64 = e.path.split('/').count() as i64 - 1;
-                for c in target.split('/') {
-                    match c {
-                        ".." => depth -= 1,
-                        "" | "." => {}
-                        _ => depth += 1,
-                    }
-                    assert!(depth >= 0, "symlink {:?} -> {target:?} escapes", e.path);
-                }
-            }
-            EntryKind::File { .. } => {}
+        if let EntryKind::Dir = e.kind {
+            dirs.insert(e.path.as_str());
         }
     }
+    let paths: Vec<String> = m.entries.iter().map(|e| e.path.clone()).collect();
+    if crate::restore::links_refusal(m, &paths).is_some() {
+        return;
+    }
+    let tree: std::collections::HashMap<&str, &EntryKind> = m
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), &e.kind))
+        .collect();
+    for e in &m.entries {
+        if let EntryKind::Symlink { target } = &e.kind {
+            let dir: Vec<&str> = e.path.split('/').collect();
+            let dir = &dir[..dir.len() - 1];
+            let mut hops = 0;
+            match resolve(&tree, dir.to_vec(), target, &mut hops) {
+                Resolved::Inside(at) => assert!(
+                    !at.is_empty(),
+                    "symlink {:?} -> {target:?} lands on the target's own directory",
+                    e.path
+                ),
+                Resolved::Escapes => {
+                    panic!("symlink {:?} -> {target:?} resolves outside the target", e.path)
+                }
+                Resolved::Foreign(name) => panic!(
+                    "symlink {:?} -> {target:?} reaches {name:?}, a top-level name the snapshot does not own",
+                    e.path
+                ),
+                Resolved::Stops => {}
+            }
+        }
+    }
+}
+
+/// Where a path resolution through a snapshot's tree ends.
+enum Resolved<'a> {
+    /// At these components below the target's root ([] is the root).
+    Inside(Vec<&'a str>),
+    /// Above the target's root.
+    Escapes,
+    /// At a top-level name that is not the snapshot's.
+    Foreign(&'a str),
+    /// At a missing name inside the snapshot's own directories, a file with
+    /// more to walk, or a loop: the kernel stops there.
+    Stops,
+}
+
+/// Resolves `target` from the directory `at`, as the kernel would, in the
+/// tree the manifest restores: a deliberately naive walk, one component at
+/// a time, following the snapshot's own symlinks.
+fn resolve<'a>(
+    tree: &std::collections::HashMap<&'a str, &'a EntryKind>,
+    mut at: Vec<&'a str>,
+    target: &'a str,
+    hops: &mut usize,
+) -> Resolved<'a> {
+    for c in target.split('/') {
+        match c {
+            "" | "." => continue,
+            ".." => {
+                if at.pop().is_none() {
+                    return Resolved::Escapes;
+                }
+                continue;
+            }
+            name => {
+                at.push(name);
+                let path = at.join("/");
+                match tree.get(path.as_str()) {
+                    Some(EntryKind::Dir) | Some(EntryKind::File { .. }) => {}
+                    Some(EntryKind::Symlink { target: next }) => {
+                        *hops += 1;
+                        if *hops > 40 {
+                            return Resolved::Stops;
+                        }
+                        at.pop();
+                        match resolve(tree, at.clone(), next, hops) {
+                            Resolved::Inside(to) => at = to,
+                            other => return other,
+                        }
+                    }
+                    None if at.len() == 1 => return Resolved::Foreign(name),
+                    None => return Resolved::Stops,
+                }
+            }
+        }
+    }
+    Resolved::Inside(at)
+}
+
+/// Publish journals (the text restore leaves in a target while it swaps
+/// trees, which the next restore acts on): decoding never panics, an
+/// accepted journal names only blocksnap's own working directories and
+/// plain top-level entries, and re-encodes to text that decodes to itself.
+pub fn journal_bytes(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(j) = crate::publish::Journal::decode(text) else {
+        return;
+    };
+    let single = |n: &str| naive_inside(n) && !n.contains('/');
+    for dir in [&j.staging, &j.old] {
+        assert!(
+            single(dir) && dir.starts_with(crate::publish::RESERVED_PREFIX),
+            "journal names {dir:?} as a working directory"
+        );
+    }
+    for e in &j.entries {
+        assert!(
+            single(&e.name) && !e.name.starts_with(crate::publish::RESERVED_PREFIX),
+            "journal moves {:?}",
+            e.name
+        );
+    }
+    assert_eq!(
+        crate::publish::Journal::decode(&j.encode()).expect("re-encoded journal decodes"),
+        j
+    );
+}
+
+/// Forget records: decoding never panics; an accepted record re-encodes to
+/// the same bytes, names a snapshot key, and keeps its labels bounded.
+pub fn forget_record_bytes(data: &[u8]) {
+    let Ok(r) = crate::format::forget::ForgetRecord::decode(data) else {
+        return;
+    };
+    assert_eq!(
+        r.encode(),
+        data,
+        "decoded forget record re-encodes differently"
+    );
+    assert!(r.key().is_ok(), "record names {:?}", r.snapshot);
+    for label in [&r.host, &r.source, &r.by_host, &r.reason] {
+        assert!(label.len() as u64 <= limits::MAX_LABEL_BYTES);
+    }
+}
+
+/// Prune plans: decoding never panics; an accepted plan re-encodes to the
+/// same bytes and lists its chunks in strictly increasing order.
+pub fn prune_plan_bytes(data: &[u8]) {
+    let Ok(p) = crate::format::prune::PrunePlan::decode(data) else {
+        return;
+    };
+    assert_eq!(p.encode(), data, "decoded plan re-encodes differently");
+    assert!(
+        p.chunks.windows(2).all(|w| w[0] < w[1]),
+        "plan's chunks out of order"
+    );
+}
+
+/// Fates: the first 16 bytes name an attempt, the rest is a fate object.
+/// Reading never panics, and a claim is recognised only when the body is
+/// exactly `commit <secret>\n` with a secret whose BLAKE3 names the attempt
+/// (which only its writer knows before its claim).
+pub fn fate_bytes(data: &[u8]) {
+    use crate::format::layout::Attempt;
+    use crate::repo::{fate_commit, read_fate, Fate};
+    let Some((a, body)) = data.split_first_chunk::<16>() else {
+        return;
+    };
+    let attempt = Attempt(*a);
+    if read_fate(body, Some(&attempt)) == Fate::Claim {
+        let hex_secret = std::str::from_utf8(&body[7..body.len() - 1]).expect("ascii");
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(hex_secret, &mut secret).expect("hex");
+        assert_eq!(
+            Attempt::of(&secret),
+            attempt,
+            "a claim without the attempt's secret"
+        );
+        assert_eq!(fate_commit(&secret), body);
+    }
+    let _ = read_fate(body, None);
 }

@@ -968,8 +968,9 @@ pub fn read_fate(body: &[u8], attempt: Option<&Attempt>) -> Fate {
                     let mut s = [0u8; 32];
                     hex::decode_to_slice(h, &mut s).ok().map(|()| s)
                 });
+            // One form only: `fate_commit`'s (lower-case hex).
             match secret {
-                Some(s) if Attempt::of(&s) == *a => Fate::Claim,
+                Some(s) if Attempt::of(&s) == *a && fate_commit(&s) == body => Fate::Claim,
                 _ => Fate::Junk,
             }
         }
