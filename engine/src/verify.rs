@@ -619,6 +619,8 @@ fn read_contents(
                 let mut complete = true;
                 let mut bytes = 0u64;
                 for r in &c.chunks {
+                    // A signal stops the reading between two chunks.
+                    crate::interrupt::check()?;
                     match repo.read_chunk(r) {
                         Ok(raw) => {
                             hasher.update(&raw);
@@ -647,10 +649,10 @@ fn read_contents(
                         });
                     }
                 }
-                bytes
+                Ok::<u64, Error>(bytes)
             })
-            .sum()
-    });
+            .try_reduce(|| 0, |a, b| Ok(a + b))
+    })?;
     progress.end();
     let mut found = found.into_inner().expect("lock");
     found.sort_by(|a, b| (&a.snapshot, &a.path, &a.chunk).cmp(&(&b.snapshot, &b.path, &b.chunk)));
