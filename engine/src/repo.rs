@@ -726,12 +726,24 @@ impl Repository {
     /// requests.
     pub fn begin_write(&self) -> Result<WriteSession> {
         let epoch = self.epoch()?;
-        let sweeping = self
-            .prune_rounds()?
-            .into_iter()
-            .filter(|(_, r)| r.is_sweeping())
-            .map(|(n, r)| (n, r.plan_stamp()))
-            .collect();
+        let mut sweeping = BTreeMap::new();
+        for (n, r) in self.prune_rounds()? {
+            if !r.is_sweeping() {
+                continue;
+            }
+            // A prune claims only a round whose plan it lists, and retires
+            // only finished rounds: sweep markers with no plan were never a
+            // prune's, and no deletion follows them (FORMAT.md §10,
+            // "Writers" step 1). Counting them would let one planted empty
+            // object stop every snapshot.
+            if r.plan.is_none() {
+                tracing::warn!(
+                    "prune round {n}: sweep markers without a plan (not a prune's); ignored"
+                );
+                continue;
+            }
+            sweeping.insert(n, r.plan_stamp());
+        }
         Ok(WriteSession { epoch, sweeping })
     }
 
@@ -889,6 +901,26 @@ impl Repository {
             let plan = match self.load_plan(r) {
                 Ok(p) => p,
                 Err(e) if e.is_missing() => return Err(gone(r)),
+                // A plan that does not decode deleted nothing (a prune
+                // decodes its plan before its first deletion, and stops
+                // when it cannot): planted, or damaged since. Either way
+                // the writer cannot read what it condemned, so it checks
+                // that every chunk it names is there (FORMAT.md §10,
+                // "Writers" step 4).
+                Err(e @ Error::Format { .. }) => {
+                    tracing::warn!("{e}: checking every chunk this snapshot names instead");
+                    for c in &refs {
+                        crate::interrupt::check()?;
+                        if self.store.size(&layout::chunk_key(c))?.is_none() {
+                            return Err(Error::Refused(format!(
+                                "snapshot not committed: chunk {c} is missing and prune round \
+                                 {r}'s plan does not decode ({e}); run it again (it will store \
+                                 the chunk anew)"
+                            )));
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let hit: Vec<ChunkId> = plan
