@@ -97,7 +97,7 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
-    #[error("interrupted by {}; stopped cleanly", crate::interrupt::name(*signal))]
+    #[error("interrupted by {}; stopped cleanly", signal_name(*signal))]
     Interrupted { signal: i32 },
 }
 
@@ -127,10 +127,9 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Error {
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> Error {
+    /// The mapping of an I/O failure of `op` on `path`:
+    /// `.map_err(Error::io("open", &path))?` reads as prose.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |cause| Error::Io { op, path, cause }
     }
@@ -148,6 +147,16 @@ impl Error {
             Error::BadChunk { cause, .. } => cause.is_missing(),
             _ => false,
         }
+    }
+}
+
+/// The conventional name of a signal, for messages.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
     }
 }
 

@@ -2,57 +2,55 @@
 //! data directories.
 //!
 //! The engine holds every piece of logic; the `blocksnap` binary parses
-//! arguments, calls into it and prints. One module per concept:
+//! arguments, calls into it and prints. Its wings, each importing only
+//! those listed before it:
 //!
-//! - [`format`]: the bytes of the repository (objects, manifests, limits);
-//! - [`chunking`]: FastCDC boundaries;
+//! - ground: [`error`], [`id`], [`progress`], [`chunking`] (FastCDC
+//!   boundaries), [`ipnorm`] (the node's IP in path names);
+//! - [`format`]: the bytes of the repository (objects, manifests, keys,
+//!   limits);
+//! - [`sys`]: the operating system — files through descriptors, liveness,
+//!   priority, signals, the clock and host name, test hooks;
 //! - [`store`]: where objects live, and the durability contract;
-//! - [`repo`]: a store plus its config; loading and committing;
-//! - [`snapshot`], [`restore`], [`verify`], [`list`]: the commands;
-//! - [`ipnorm`]: the node's IP in path names;
-//! - [`nodegen`]: generated ICON-layout node data with real LSM databases.
+//! - [`repo`]: a store plus its config; loading, and committing (the
+//!   writer's side of FORMAT.md §10), signatures and trust;
+//! - [`commands`]: one module per command (snapshot, restore, verify,
+//!   forget, prune, copy, list, diff, stats, demo, generated node data),
+//!   each with the leaves only it uses;
+//! - [`testing`]: the format's property checks (tests and fuzz targets).
+//!
+//! The re-exports below keep every module's earlier path
+//! (`blocksnap::snapshot`, `blocksnap::fsx`, …) working.
 //!
 //! Write order of a snapshot: chunks (each durable on its own) → store
 //! flush → manifest. The manifest is the commit point; see
 //! `format-spec/FORMAT.md`.
 
-pub mod cache;
 pub mod chunking;
-pub mod command;
-pub mod compare;
-pub mod copy;
-#[cfg(feature = "nodegen")]
-pub mod demo;
 pub mod error;
-pub mod forget;
-pub mod format;
-pub mod fsx;
 pub mod id;
-pub mod interrupt;
 pub mod ipnorm;
-pub mod list;
-pub mod live;
-pub mod metrics;
-#[cfg(feature = "nodegen")]
-pub mod nodegen;
-pub mod priority;
 pub mod progress;
-pub mod props;
-pub mod prune;
-pub mod publish;
+
+pub mod commands;
+pub mod format;
+pub mod metrics;
 pub mod repo;
-pub mod restore;
-pub mod retention;
-pub mod seed;
-pub mod sign;
-pub mod snapshot;
-pub mod stage;
-pub mod stats;
 pub mod store;
-pub mod testhook;
-pub mod trusted;
-mod upload;
-pub mod verify;
+pub mod sys;
+pub mod testing;
+
+#[cfg(feature = "nodegen")]
+pub use commands::demo;
+pub use commands::forget::{self, retention};
+#[cfg(feature = "nodegen")]
+pub use commands::nodegen;
+pub use commands::restore::{self, publish, seed};
+pub use commands::snapshot::{self, cache, command, stage};
+pub use commands::{compare, copy, list, prune, stats, verify};
+pub use repo::{sign, trusted};
+pub use sys::{fsx, interrupt, live, priority, testhook};
+pub use testing::props;
 
 pub use error::{Error, Result};
 pub use id::{ChunkId, Hash};

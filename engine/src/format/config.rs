@@ -27,6 +27,16 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
+    /// The parameters around an average size: min a quarter of it, max
+    /// four times (what `init --chunk-avg-kib` takes).
+    pub fn around(avg_size: u32) -> ChunkerParams {
+        ChunkerParams {
+            min_size: avg_size / 4,
+            avg_size,
+            max_size: avg_size.saturating_mul(4),
+        }
+    }
+
     /// The bounds the `fastcdc` crate's v2020 chunker accepts.
     pub fn validate(&self) -> Result<(), FormatError> {
         let ok = (64..=1 << 20).contains(&self.min_size)

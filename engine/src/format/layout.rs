@@ -29,7 +29,7 @@ pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
 pub const EPOCHS_PREFIX: &str = "epochs/";
 
 pub const FORGOTTEN_PREFIX: &str = "forgotten/";
-/// Signatures (`crate::sign`): `signatures/<snapshot id>/<key id>[.forget]`.
+/// Signatures (`crate::repo::sign`): `signatures/<snapshot id>/<key id>[.forget]`.
 pub const SIGNATURES_PREFIX: &str = "signatures/";
 pub const PENDING_PREFIX: &str = "pending/";
 pub const PRUNE_PREFIX: &str = "prune/";

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod manifest;
 pub mod path;
 pub mod prune;
+pub mod reserved;
 
 pub use envelope::{Codec, Kind, FORMAT_VERSION, MAGIC};
 
@@ -142,12 +143,12 @@ mod tests {
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);
         }
-        let wrapped = crate::Error::Format {
+        let wrapped = crate::error::Error::Format {
             key: "chunks/ab/ab12".into(),
             cause: FormatError::Truncated("x".into()),
         };
         assert_eq!(wrapped.to_string(), "chunks/ab/ab12: truncated: x");
-        let missing = crate::Error::Missing {
+        let missing = crate::error::Error::Missing {
             key: "snapshots/1".into(),
         };
         assert_eq!(

@@ -79,6 +79,8 @@ impl<S: Store> CountingStore<S> {
 }
 
 impl<S: Store> Store for CountingStore<S> {
+    super::forward_store!(inner: remove_stale_writes, flush, location, parallelism);
+
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         self.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get(key, max_len)
@@ -108,18 +110,6 @@ impl<S: Store> Store for CountingStore<S> {
     fn delete_many(&self, keys: &[String]) -> Result<()> {
         self.deletes.fetch_add(keys.len() as u64, Ordering::Relaxed);
         self.inner.delete_many(keys)
-    }
-    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
-        self.inner.remove_stale_writes(before_unix_ns)
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn parallelism(&self) -> usize {
-        self.inner.parallelism()
     }
     /// The inner store's own count when it keeps one (real network
     /// requests, retries included), else the operations seen here.

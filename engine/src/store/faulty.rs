@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::{ObjectInfo, Store};
+use super::Store;
 use crate::error::{Error, Result};
 
 pub struct FaultyStore<S> {
@@ -39,6 +39,8 @@ impl<S: Store> FaultyStore<S> {
 }
 
 impl<S: Store> Store for FaultyStore<S> {
+    super::forward_store!(inner: size, list, delete, delete_many, remove_stale_writes, flush, location, parallelism, request_counts);
+
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         Self::spend(&self.gets_left, "get", key)?;
         self.inner.get(key, max_len)
@@ -50,32 +52,5 @@ impl<S: Store> Store for FaultyStore<S> {
     fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
         Self::spend(&self.puts_left, "put", key)?;
         self.inner.put_owned(key, bytes)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.inner.size(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key)
-    }
-    fn delete_many(&self, keys: &[String]) -> Result<()> {
-        self.inner.delete_many(keys)
-    }
-    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
-        self.inner.remove_stale_writes(before_unix_ns)
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn parallelism(&self) -> usize {
-        self.inner.parallelism()
-    }
-    fn request_counts(&self) -> Option<super::Counts> {
-        self.inner.request_counts()
     }
 }

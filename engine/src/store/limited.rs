@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Counts, ObjectInfo, Store};
+use super::Store;
 use crate::error::Result;
 
 /// A rate in bytes per second, `None` for unlimited.
@@ -87,6 +87,8 @@ impl<S: Store> LimitedStore<S> {
 }
 
 impl<S: Store> Store for LimitedStore<S> {
+    super::forward_store!(inner: size, list, delete, delete_many, remove_stale_writes, flush, location, parallelism, request_counts);
+
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         let bytes = self.inner.get(key, max_len)?;
         if let Some(b) = &self.down {
@@ -105,33 +107,6 @@ impl<S: Store> Store for LimitedStore<S> {
             b.pace(bytes.len() as u64);
         }
         self.inner.put_owned(key, bytes)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.inner.size(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key)
-    }
-    fn delete_many(&self, keys: &[String]) -> Result<()> {
-        self.inner.delete_many(keys)
-    }
-    fn remove_stale_writes(&self, before_unix_ns: u64) -> Result<(u64, u64)> {
-        self.inner.remove_stale_writes(before_unix_ns)
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn parallelism(&self) -> usize {
-        self.inner.parallelism()
-    }
-    fn request_counts(&self) -> Option<Counts> {
-        self.inner.request_counts()
     }
 }
 

@@ -9,7 +9,7 @@
 //! partial object under a real key.
 //!
 //! Every path below the root is walked one component at a time without
-//! following symlinks ([`crate::fsx`]): a symlink planted in a shared
+//! following symlinks ([`crate::sys::fsx`]): a symlink planted in a shared
 //! repository is an error, never a way out of it.
 //!
 //! `flush` fsyncs every directory whose entries this handle wrote *or
@@ -27,7 +27,7 @@ use std::sync::{Mutex, OnceLock};
 
 use super::{ObjectInfo, Store};
 use crate::error::{Error, Result};
-use crate::fsx::{DirFd, EntryType};
+use crate::sys::fsx::{DirFd, EntryType};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -133,7 +133,7 @@ impl LocalStore {
     /// process's random hasher keys (from the OS), the time and a counter.
     fn tmp_name(&self) -> String {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let seed = (std::process::id(), crate::repo::now_unix_ns(), n);
+        let seed = (std::process::id(), crate::sys::host::now_unix_ns(), n);
         let a = RandomState::new().hash_one(seed);
         let b = RandomState::new().hash_one((seed, a));
         format!("{a:016x}{b:016x}")
@@ -149,7 +149,7 @@ impl LocalStore {
                 Err(e) => return Err(Self::store_err("write", key)(e)),
             };
             let written = f.write_all(bytes).and_then(|_| {
-                if crate::testhook::skip("local-file-fsync") {
+                if crate::sys::testhook::skip("local-file-fsync") {
                     return Ok(());
                 }
                 f.sync_all()
@@ -375,7 +375,7 @@ impl Store for LocalStore {
         dirs.sort();
         *self.synced.lock().expect("synced lock") = dirs.clone();
         for dir in dirs {
-            if crate::testhook::skip("local-dir-fsync") {
+            if crate::sys::testhook::skip("local-dir-fsync") {
                 continue;
             }
             let shown = self.root.join(&dir);

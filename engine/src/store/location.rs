@@ -101,6 +101,17 @@ fn check_bucket(b: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+impl Location {
+    /// Makes room for a new repository here: a local directory is created
+    /// with its parents; a bucket must exist already.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        match self {
+            Location::Local(dir) => std::fs::create_dir_all(dir),
+            Location::S3 { .. } => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

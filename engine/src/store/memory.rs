@@ -43,7 +43,7 @@ impl MemoryStore {
 
     /// The store's clock now.
     pub fn now(&self) -> u64 {
-        crate::repo::now_unix_ns() + self.clock_offset_ns.load(Ordering::SeqCst)
+        crate::sys::host::now_unix_ns() + self.clock_offset_ns.load(Ordering::SeqCst)
     }
 }
 

@@ -46,7 +46,7 @@ pub struct ObjectInfo {
 }
 
 pub trait Store: Send + Sync {
-    /// The whole object. A missing key is [`crate::Error::Missing`]; an
+    /// The whole object. A missing key is [`crate::error::Error::Missing`]; an
     /// object larger than `max_len` is refused before it is read, so a
     /// hostile repository cannot make a reader allocate without bound.
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>>;
@@ -104,6 +104,76 @@ pub trait Store: Send + Sync {
         None
     }
 }
+
+/// Writes the methods of [`Store`] a decorator leaves alone, each passing
+/// its call to the store in field `$field`:
+/// `forward_store!(inner: size, list, flush);`.
+macro_rules! forward_store {
+    ($field:ident: $($method:ident),+ $(,)?) => {
+        $( $crate::store::forward_store!(@one $field $method); )+
+    };
+    (@one $f:ident get) => {
+        fn get(&self, key: &str, max_len: u64) -> $crate::error::Result<Vec<u8>> {
+            self.$f.get(key, max_len)
+        }
+    };
+    (@one $f:ident put_if_absent) => {
+        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> $crate::error::Result<bool> {
+            self.$f.put_if_absent(key, bytes)
+        }
+    };
+    (@one $f:ident put_owned) => {
+        fn put_owned(&self, key: &str, bytes: Vec<u8>) -> $crate::error::Result<bool> {
+            self.$f.put_owned(key, bytes)
+        }
+    };
+    (@one $f:ident size) => {
+        fn size(&self, key: &str) -> $crate::error::Result<Option<u64>> {
+            self.$f.size(key)
+        }
+    };
+    (@one $f:ident list) => {
+        fn list(&self, prefix: &str) -> $crate::error::Result<Vec<$crate::store::ObjectInfo>> {
+            self.$f.list(prefix)
+        }
+    };
+    (@one $f:ident delete) => {
+        fn delete(&self, key: &str) -> $crate::error::Result<()> {
+            self.$f.delete(key)
+        }
+    };
+    (@one $f:ident delete_many) => {
+        fn delete_many(&self, keys: &[String]) -> $crate::error::Result<()> {
+            self.$f.delete_many(keys)
+        }
+    };
+    (@one $f:ident remove_stale_writes) => {
+        fn remove_stale_writes(&self, before_unix_ns: u64) -> $crate::error::Result<(u64, u64)> {
+            self.$f.remove_stale_writes(before_unix_ns)
+        }
+    };
+    (@one $f:ident flush) => {
+        fn flush(&self) -> $crate::error::Result<()> {
+            self.$f.flush()
+        }
+    };
+    (@one $f:ident location) => {
+        fn location(&self) -> String {
+            self.$f.location()
+        }
+    };
+    (@one $f:ident parallelism) => {
+        fn parallelism(&self) -> usize {
+            self.$f.parallelism()
+        }
+    };
+    (@one $f:ident request_counts) => {
+        fn request_counts(&self) -> Option<$crate::store::Counts> {
+            self.$f.request_counts()
+        }
+    };
+}
+pub(crate) use forward_store;
 
 /// Shared handles are stores too, so decorators can wrap an `Arc` that a
 /// test keeps a second handle to.

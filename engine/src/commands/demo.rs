@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::commands::nodegen::{self, Node};
+use crate::commands::restore::{self, RestoreOptions, RestoreReport};
+use crate::commands::snapshot::{self, SnapshotOptions, SnapshotReport};
+use crate::commands::verify::{self, Level, VerifyReport};
 use crate::error::{Error, Result};
 use crate::format::config::ChunkerParams;
-use crate::nodegen::{self, Node};
 use crate::progress::Progress;
 use crate::repo::{Repository, Selector};
-use crate::restore::{self, RestoreOptions, RestoreReport};
-use crate::snapshot::{self, SnapshotOptions, SnapshotReport};
 use crate::store::LocalStore;
-use crate::verify::{self, Level, VerifyReport};
 
 pub struct DemoOptions {
     pub dir: PathBuf,

@@ -36,12 +36,12 @@ use crate::format::layout::{self, Attempt, RoundObject, SnapshotKey};
 use crate::format::manifest::Manifest;
 use crate::format::prune::PrunePlan;
 use crate::id::{ChunkId, Hash};
-use crate::interrupt;
 use crate::progress::{Progress, Silent};
 use crate::repo::{
     now_unix_ns, read_fate, Fate, Repository, Round, FATE_EXPIRE, MAX_MANIFEST_OBJECT,
 };
 use crate::store::{Counts, ObjectInfo};
+use crate::sys::interrupt;
 
 /// Chunk ids one plan holds at most (the plan object's size limit).
 const MAX_PLAN_CHUNKS: usize = 8_000_000;
@@ -174,40 +174,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     // 1. Claim the rounds whose plans are old enough, then bump the epoch.
     // Only after that are the roots listed, so that a writer either shows
     // up in that listing or sees the epoch at its commit.
-    let claimable: Vec<(u64, u32, u64)> = rounds
-        .iter()
-        .filter_map(|(&r, round)| {
-            let plan = round.plan.as_ref()?;
-            if round.is_done() {
-                return None;
-            }
-            if plan.modified_unix_ns.saturating_add(plan_grace) > now {
-                report.waiting_rounds.push(r);
-                return None;
-            }
-            if let Some((_, last)) = round.sweeps.last() {
-                if last.modified_unix_ns.saturating_add(nanos(opts.lease)) > now {
-                    // Another prune is sweeping it.
-                    return None;
-                }
-            }
-            // Each attempt that never finished cost a lease: sweep markers
-            // planted ahead of the prunes stall the round by that much each.
-            if round
-                .attempt()
-                .is_some_and(|a| a >= TAKEOVERS_WORTH_A_WARNING)
-            {
-                report.warnings.push(format!(
-                    "prune round {r}: {} sweep attempts have begun and none finished: a sweep that \
-                     keeps dying, or sweep markers written by something other than blocksnap \
-                     (each delays the round by the lease, {} s)",
-                    round.attempt().unwrap_or(0),
-                    opts.lease.as_secs()
-                ));
-            }
-            Some((r, round.attempt().map_or(1, |a| a + 1), round.plan_stamp()))
-        })
-        .collect();
+    let claimable = claimable_rounds(&rounds, opts, now, plan_grace, &mut report);
     // A prune that would fail listing the roots (a manifest that does not
     // load) fails before it claims, so that it leaves no round half-claimed
     // and no epoch bumped for nothing.
@@ -338,6 +305,67 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
 
     // 6. Retire old rounds' records; remove stale temp files.
+    tidy(repo, opts, &rounds, now, &mut report)?;
+    report.requests = repo.store().request_counts().map(|c| c.since(before));
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// The rounds this run may sweep (step 1), each with the attempt it
+/// would claim and its plan's stamp: plans older than the grace (`plan_grace`
+/// ns), not done, and not being swept by another prune within its lease.
+fn claimable_rounds(
+    rounds: &BTreeMap<u64, Round>,
+    opts: &PruneOptions,
+    now: u64,
+    plan_grace: u64,
+    report: &mut PruneReport,
+) -> Vec<(u64, u32, u64)> {
+    rounds
+        .iter()
+        .filter_map(|(&r, round)| {
+            let plan = round.plan.as_ref()?;
+            if round.is_done() {
+                return None;
+            }
+            if plan.modified_unix_ns.saturating_add(plan_grace) > now {
+                report.waiting_rounds.push(r);
+                return None;
+            }
+            if let Some((_, last)) = round.sweeps.last() {
+                if last.modified_unix_ns.saturating_add(nanos(opts.lease)) > now {
+                    // Another prune is sweeping it.
+                    return None;
+                }
+            }
+            // Each attempt that never finished cost a lease: sweep markers
+            // planted ahead of the prunes stall the round by that much each.
+            if round
+                .attempt()
+                .is_some_and(|a| a >= TAKEOVERS_WORTH_A_WARNING)
+            {
+                report.warnings.push(format!(
+                    "prune round {r}: {} sweep attempts have begun and none finished: a sweep that \
+                     keeps dying, or sweep markers written by something other than blocksnap \
+                     (each delays the round by the lease, {} s)",
+                    round.attempt().unwrap_or(0),
+                    opts.lease.as_secs()
+                ));
+            }
+            Some((r, round.attempt().map_or(1, |a| a + 1), round.plan_stamp()))
+        })
+        .collect()
+}
+
+/// Step 6: the records of rounds swept long enough ago, the clock probes
+/// a killed prune left, and the store's stale temporary writes.
+fn tidy(
+    repo: &Repository,
+    opts: &PruneOptions,
+    rounds: &BTreeMap<u64, Round>,
+    now: u64,
+    report: &mut PruneReport,
+) -> Result<()> {
     for round in rounds.values() {
         let Some(done) = round.done() else { continue };
         if done
@@ -380,9 +408,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         report.stale_bytes = bytes;
         repo.store().flush()?;
     }
-    report.requests = repo.store().request_counts().map(|c| c.since(before));
-    report.duration = started.elapsed();
-    Ok(report)
+    Ok(())
 }
 
 /// Hosts other than this one that committed a snapshot within a day (by
@@ -460,7 +486,7 @@ fn claim(repo: &Repository, r: u64, attempt: u32, stamp: u64) -> Result<Option<C
         return Ok(None);
     }
     repo.store().flush()?;
-    crate::testhook::point("prune-claimed");
+    crate::sys::testhook::point("prune-claimed");
     if let Err(e) = repo.bump_epoch(r, stamp) {
         // No epoch, no deletion: the claim is withdrawn, so that writers do
         // not wait for a sweep that never starts.
@@ -474,7 +500,7 @@ fn claim(repo: &Repository, r: u64, attempt: u32, stamp: u64) -> Result<Option<C
         );
         return Err(e);
     }
-    crate::testhook::point("prune-epoch");
+    crate::sys::testhook::point("prune-epoch");
     let at = repo
         .store()
         .list(&key)?
@@ -618,14 +644,14 @@ fn sweep_with(
         return Ok((out, delete));
     }
     progress.begin("prune", out.deleted_bytes);
-    for batch in delete.chunks(crate::testhook::tunable("PRUNE_BATCH", DELETE_BATCH)) {
+    for batch in delete.chunks(crate::sys::testhook::tunable("PRUNE_BATCH", DELETE_BATCH)) {
         interrupt::check()?;
         // A sweep held up (a suspended process) past its lease stops:
         // another prune may have taken the round over.
         still_holds(repo, opts, claim)?;
         let keys: Vec<String> = batch.iter().map(layout::chunk_key).collect();
         repo.store().delete_many(&keys)?;
-        crate::testhook::point("prune-batch");
+        crate::sys::testhook::point("prune-batch");
         progress.advance(batch.iter().map(|c| sizes[c]).sum());
     }
     progress.end();
@@ -633,7 +659,7 @@ fn sweep_with(
     // Done only while still the round's attempt: a done marker says every
     // deletion of the latest attempt is over.
     still_holds(repo, opts, claim)?;
-    crate::testhook::point("prune-done");
+    crate::sys::testhook::point("prune-done");
     repo.store()
         .put_if_absent(&layout::round_key(r, RoundObject::Done(claim.attempt)), b"")?;
     repo.store().flush()?;
@@ -736,7 +762,7 @@ fn roots(
                     };
                     store.put_if_absent(&key.key(), &bytes)?;
                     store.flush()?;
-                    crate::testhook::point("prune-completed");
+                    crate::sys::testhook::point("prune-completed");
                     drop_attempt()?;
                 }
             }

@@ -27,21 +27,15 @@ use std::io::{Read, Write};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
-use crate::fsx::{DirFd, EntryType};
-use crate::testhook;
+use crate::sys::fsx::{DirFd, EntryType};
+use crate::sys::testhook;
 
-/// The journal's name in the target directory.
-pub const JOURNAL: &str = ".blocksnap-publish.journal";
-const JOURNAL_TMP: &str = ".blocksnap-publish.journal.tmp";
+use crate::format::reserved::JOURNAL_TMP;
+pub use crate::format::reserved::{JOURNAL, RESERVED_PREFIX};
 const MAGIC: &str = "blocksnap-publish 2";
 /// Largest journal read back: names are at most 255 bytes (hex: 510), and
 /// a manifest holds at most 4 M entries.
 const MAX_JOURNAL_BYTES: u64 = 4 << 30;
-
-/// Every name blocksnap itself creates in a restore target or a source
-/// starts with this; a snapshot never records such an entry, and a
-/// manifest that holds one at the top level is refused by restore.
-pub const RESERVED_PREFIX: &str = ".blocksnap-";
 
 /// One top-level entry to move.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,10 +38,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::config::ChunkerParams;
 use crate::format::manifest::ChunkRef;
-use crate::fsx::{DirFd, EntryType};
+use crate::format::reserved::RESERVED_PREFIX;
 use crate::id::Hash;
-use crate::interrupt;
-use crate::publish::RESERVED_PREFIX;
+use crate::sys::fsx::{DirFd, EntryType};
+use crate::sys::interrupt;
 
 /// Where seeds come from.
 pub struct SeedRoot {
@@ -136,7 +136,7 @@ struct Identity {
 }
 
 impl Identity {
-    fn of(m: &crate::fsx::Meta) -> Identity {
+    fn of(m: &crate::sys::fsx::Meta) -> Identity {
         Identity {
             dev: m.dev,
             ino: m.ino,
@@ -335,7 +335,7 @@ fn checked_link(dir: &DirFd, name: &str, want: &Whole, hashed: &Identity) -> Opt
         || now.size != want.size
         || now.mtime_ns != want.mtime_ns
         || m.nlink() != 2
-        || m.uid() != crate::fsx::euid()
+        || m.uid() != crate::sys::fsx::euid()
         || m.mode() & 0o7777 != want.mode
         || m.mode() & 0o022 != 0
     {

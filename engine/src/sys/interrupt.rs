@@ -58,15 +58,9 @@ pub fn check() -> Result<()> {
     }
 }
 
-/// The conventional name of a signal, for messages.
-pub fn name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        _ => "a signal",
-    }
-}
+/// The conventional name of a signal, for messages (kept with the error
+/// that prints it, so that `error` imports nothing of this module).
+pub use crate::error::signal_name as name;
 
 /// While one is alive, signals never end the process outright.
 pub struct Critical(());

@@ -13,17 +13,22 @@
 //! target's own filesystem even when the target is a mount point), checks
 //! every chunk against its id before its bytes reach a file and every file
 //! against its whole-file hash after, makes the staged tree durable with one
-//! `syncfs`, and publishes it ([`crate::publish`]): the snapshot's
+//! `syncfs`, and publishes it ([`crate::commands::restore::publish`]): the snapshot's
 //! top-level entries replace their namesakes as one recoverable set, and the
 //! entries they replace are removed only once every new one is in place.
 //!
 //! Nothing is created, opened or removed through a symlink: the staging tree
-//! is built through directory descriptors ([`crate::fsx`]), a file is
+//! is built through directory descriptors ([`crate::sys::fsx`]), a file is
 //! created only where nothing exists, and an entry found in the staging
 //! directory from an earlier run is trusted for nothing but a resume: a file
 //! is kept if it is a regular file whose bytes hash right, anything else is
 //! removed. A failed restore leaves the staging directory (re-running
 //! resumes from it) and never a partial file or a complete-looking tree.
+
+mod write;
+
+pub mod publish;
+pub mod seed;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -33,23 +38,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
+use self::publish::{Journal, Move, RESERVED_PREFIX};
 use crate::error::{Error, Result};
 use crate::format::layout::SnapshotKey;
-use crate::format::manifest::{ChunkRef, EntryKind, Manifest};
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest};
 use crate::format::path as mpath;
-use crate::fsx::{self, DirFd, EntryType};
+use crate::format::reserved;
 use crate::id::Hash;
-use crate::interrupt;
 use crate::ipnorm::{self, IpError};
-use crate::live;
 use crate::progress::Progress;
-use crate::publish::{self, Journal, Move, RESERVED_PREFIX};
 use crate::repo::{now_unix_ns, Repository};
-use crate::seed;
-use crate::seed::{SeedRoot, SeedStats, Seeds, Whole};
+use crate::sys::fsx::{self, DirFd, EntryType};
+use crate::sys::interrupt;
+use crate::sys::live;
+
+use self::seed::{SeedRoot, SeedStats, Seeds, Whole};
 use crate::store::Counts;
 
 /// Mode bits dropped unless the operator keeps them: setuid, setgid and
@@ -144,10 +149,8 @@ pub struct ReusePlan {
 pub struct RestorePlan {
     pub key: SnapshotKey,
     pub manifest: Manifest,
-    /// Final relative path of each entry (address put back), in manifest order.
-    pub paths: Vec<String>,
-    /// The mode each entry gets (after the special-bits policy).
-    pub modes: Vec<u32>,
+    /// How each manifest entry is written, in manifest order.
+    pub entries: Vec<PlannedEntry>,
     /// Entries whose mode the policy changed.
     pub modes_stripped: u64,
     pub target: PathBuf,
@@ -170,11 +173,26 @@ pub struct RestorePlan {
     pub pending: Option<Journal>,
 }
 
+/// One manifest entry as this restore writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// Its final path, relative to the target (the address put back).
+    pub path: String,
+    /// The mode it gets (after the special-bits policy).
+    pub mode: u32,
+}
+
+impl RestorePlan {
+    /// Each manifest entry with how it is written, in manifest order.
+    pub fn planned(&self) -> impl DoubleEndedIterator<Item = (&Entry, &PlannedEntry)> {
+        self.manifest.entries.iter().zip(&self.entries)
+    }
+}
+
 /// The staging directory's name: the whole snapshot id and the address, so
 /// that a resume never mixes two snapshots or two addresses.
 pub fn staging_name(key: &SnapshotKey, ip: Option<Ipv4Addr>) -> String {
-    let ip = ip.map_or("noip".to_string(), |ip| ip.to_string());
-    format!("{RESERVED_PREFIX}restore-{}-{ip}", key.id.to_hex())
+    reserved::staging_name(&key.id.to_hex(), ip)
 }
 
 pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Result<RestorePlan> {
@@ -302,8 +320,11 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
     Ok(RestorePlan {
         key: *key,
         manifest,
-        paths,
-        modes,
+        entries: paths
+            .into_iter()
+            .zip(modes)
+            .map(|(path, mode)| PlannedEntry { path, mode })
+            .collect(),
         modes_stripped,
         target,
         staging,
@@ -682,174 +703,23 @@ pub fn restore(
     }
     clear_strays(&staging, plan)?;
 
-    // Directories first, parents before children (manifest order).
-    for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
-        if matches!(entry.kind, EntryKind::Dir) {
-            let (dir, name) =
-                parent_of(&staging, path).map_err(Error::io("open", staging.path().join(path)))?;
-            dir.ensure_dir(&name)
-                .map_err(Error::io("create directory", staging.path().join(path)))?;
-        }
-    }
-
-    let mut files: Vec<(usize, u64, &Hash, &[ChunkRef])> = plan
-        .manifest
-        .entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match &e.kind {
-            EntryKind::File { size, hash, chunks } => Some((i, *size, hash, chunks.as_slice())),
-            _ => None,
-        })
-        .collect();
-    // Largest first, so one big file does not start last and run alone.
-    files.sort_by_key(|f| std::cmp::Reverse(f.1));
-    progress.begin("restore", plan.bytes);
-    let seeds = plan.seeds.as_ref();
-    let counts = Counters::default();
-    let jobs = if opts.jobs == 0 {
-        repo.store().parallelism()
-    } else {
-        opts.jobs
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .map_err(|e| Error::Refused(format!("cannot start {jobs} restore workers: {e}")))?;
-    // Files a seed holds whole are linked last, once every other file is
-    // written: a restore that fails on the way (a missing chunk, a signal)
-    // has then made no link to the node's older files, whose link counts
-    // and ctimes stay as they were.
-    let deferred: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
-    let linked: std::sync::Mutex<Vec<(DirFd, String)>> = std::sync::Mutex::new(Vec::new());
-    let write = |k: usize, link: bool| -> Result<()> {
-        let (i, size, hash, chunks) = files[k];
-        interrupt::check()?;
-        let rel = &plan.paths[i];
-        let shown = staging.path().join(rel);
-        let (dir, name) = parent_of(&staging, rel).map_err(Error::io("open", &shown))?;
-        let entry = &plan.manifest.entries[i];
-        let whole = Whole {
-            size,
-            hash,
-            mode: plan.modes[i],
-            mtime_ns: entry.mtime_ns,
-        };
-        let file = if link {
-            // A kept file already has its mode and mtime: setting them
-            // again would only risk touching the older state.
-            match seeds.and_then(|s| s.link_whole(&whole, &dir, &name)) {
-                Some(_) => {
-                    Counters::add(&counts.kept, 1);
-                    Counters::add(&counts.bytes_kept, size);
-                    linked.lock().expect("linked").push((dir, name));
-                    None
-                }
-                None => Some(write_file(
-                    repo, seeds, &dir, &name, rel, hash, chunks, &counts,
-                )?),
-            }
-        } else {
-            match resume_file(&dir, &name, size, hash) {
-                Some(f) => {
-                    Counters::add(&counts.resumed, 1);
-                    Some(f)
-                }
-                None => {
-                    dir.remove(&name).map_err(Error::io("replace", &shown))?;
-                    let linkable =
-                        seeds.and_then(|s| s.has_whole(size, hash, whole.mode, whole.mtime_ns));
-                    if linkable.is_some_and(|n| n > 0) {
-                        deferred.lock().expect("deferred").push(k);
-                        return Ok(());
-                    }
-                    Some(write_file(
-                        repo, seeds, &dir, &name, rel, hash, chunks, &counts,
-                    )?)
-                }
-            }
-        };
-        if let Some(file) = file {
-            fsx::set_file_mode_and_mtime(&file, whole.mode, whole.mtime_ns)
-                .map_err(Error::io("set mode and mtime of", &shown))?;
-        }
-        progress.advance(size);
-        Ok(())
-    };
-    let written = pool
-        .install(|| {
-            (0..files.len())
-                .into_par_iter()
-                .try_for_each(|k| write(k, false))
-        })
-        .and_then(|()| {
-            let later = std::mem::take(&mut *deferred.lock().expect("deferred"));
-            pool.install(|| later.into_par_iter().try_for_each(|k| write(k, true)))
-        });
-    if let Err(e) = written {
-        // Whatever failed, the links made so far go again (a re-run makes
-        // them anew), so the older files' link counts are as they were.
-        for (dir, name) in linked.lock().expect("linked").drain(..) {
-            let _ = dir.unlink(&name);
-        }
-        return Err(e);
-    }
-    progress.end();
-
-    for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
-        if let EntryKind::Symlink { target: link } = &entry.kind {
-            let shown = staging.path().join(path);
-            let (dir, name) = parent_of(&staging, path).map_err(Error::io("open", &shown))?;
-            dir.remove(&name).map_err(Error::io("replace", &shown))?;
-            dir.symlink(link, &name)
-                .map_err(Error::io("create symlink", &shown))?;
-            dir.set_link_mtime(&name, entry.mtime_ns)
-                .map_err(Error::io("set mtime of", &shown))?;
-        }
-    }
-    // Directory times and modes last, deepest first, so that neither a
-    // read-only directory nor a later write inside it gets in the way.
-    // Top-level directories get theirs once published (see `publish`).
-    for ((entry, path), mode) in plan
-        .manifest
-        .entries
-        .iter()
-        .zip(&plan.paths)
-        .zip(&plan.modes)
-        .rev()
-    {
-        if matches!(entry.kind, EntryKind::Dir) && path.contains('/') {
-            let shown = staging.path().join(path);
-            let dir = staging.open_path(path).map_err(Error::io("open", &shown))?;
-            dir.set_mtime(entry.mtime_ns)
-                .and_then(|_| dir.set_mode(*mode))
-                .map_err(Error::io("set mode and mtime of", &shown))?;
-        }
-    }
+    let (files, counts) = write::stage_tree(repo, plan, &staging, opts.jobs, progress)?;
     interrupt::check()?;
     staging
         .syncfs()
         .map_err(Error::io("syncfs", staging.path()))?;
 
     let entries = plan
-        .manifest
-        .entries
-        .iter()
-        .zip(&plan.paths)
-        .zip(&plan.modes)
-        .filter(|((_, path), _)| !path.contains('/'))
-        .map(|((entry, path), mode)| Move {
+        .planned()
+        .filter(|(_, p)| !p.path.contains('/'))
+        .map(|(entry, PlannedEntry { path, mode })| Move {
             name: path.clone(),
             dir_mode: matches!(entry.kind, EntryKind::Dir).then_some((*mode, entry.mtime_ns)),
         })
         .collect();
     let journal = Journal {
         staging: plan.staging.clone(),
-        old: format!(
-            "{RESERVED_PREFIX}old-{}-{}",
-            plan.key.id.short(),
-            now_unix_ns()
-        ),
+        old: reserved::old_name(&plan.key.id.short(), now_unix_ns()),
         keep_old: opts.keep_old,
         entries,
     };
@@ -866,7 +736,7 @@ pub fn restore(
     Ok(RestoreReport {
         key: plan.key,
         target: plan.target.clone(),
-        files: files.len() as u64,
+        files,
         bytes: plan.bytes,
         chunks_fetched: counts.chunks.into_inner(),
         bytes_downloaded: counts.bytes_downloaded.into_inner(),
@@ -911,9 +781,9 @@ fn own_staging(target: &DirFd, name: &str) -> Result<DirFd> {
 /// nothing. Those of this user that no running restore holds are removed.
 fn remove_stale_stagings(target: &DirFd) -> Result<u64> {
     let mut removed = 0;
-    let prefix = format!("{RESERVED_PREFIX}restore-");
+    let prefix = reserved::STAGING_PREFIX;
     for name in target.names().map_err(Error::io("read", target.path()))? {
-        if !name.starts_with(&prefix) {
+        if !name.starts_with(prefix) {
             continue;
         }
         let Ok(Some(m)) = target.stat(&name) else {
@@ -940,7 +810,7 @@ fn remove_stale_stagings(target: &DirFd) -> Result<u64> {
 /// foreign is published with the tree.
 fn clear_strays(staging: &DirFd, plan: &RestorePlan) -> Result<()> {
     let mut expected: HashMap<&str, EntryType> = HashMap::new();
-    for (entry, path) in plan.manifest.entries.iter().zip(&plan.paths) {
+    for (entry, PlannedEntry { path, .. }) in plan.planned() {
         let kind = match entry.kind {
             EntryKind::Dir => EntryType::Dir,
             EntryKind::File { .. } => EntryType::File,

@@ -1,14 +1,14 @@
 //! Reading a repository under trust: which snapshots a trusted key vouches
 //! for (`--trust`), the newest of them, and signing what is already there
 //! (`blocksnap sign`). The signature objects themselves and the keys are
-//! [`crate::sign`]'s; this module joins them to a [`Repository`].
+//! [`crate::repo::sign`]'s; this module joins them to a [`Repository`].
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::layout;
+use crate::repo::sign::{Signatures, Signer, Subject, Trust, Verdict};
 use crate::repo::Repository;
-use crate::sign::{Signatures, Signer, Subject, Trust, Verdict};
 
 /// Checks one snapshot's manifest against the trusted keys.
 pub fn check_snapshot(
@@ -151,7 +151,7 @@ pub fn sign_snapshots(
     keys.dedup();
     let mut out = Vec::new();
     for key in keys {
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         let bytes = repo.manifest_bytes(&key)?;
         let subject = Subject::Snapshot(key);
         let m =

@@ -9,14 +9,16 @@
 //! the manifest. A crash between the two leaves a snapshot with a record,
 //! which a re-run forgets; never a snapshot gone without one.
 
+pub mod retention;
+
 use serde::Serialize;
 
+use self::retention::{Candidate, Decision, Policy};
 use crate::error::{Error, Result};
 use crate::format::forget::ForgetRecord;
 use crate::format::layout::{self, SnapshotKey};
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository, Selector};
-use crate::retention::{self, Candidate, Decision, Policy};
 
 #[derive(Debug, Clone, Default)]
 pub struct ForgetOptions {
@@ -33,11 +35,11 @@ pub struct ForgetOptions {
     /// The clock (ns since the epoch); tests pass their own.
     pub now_unix_ns: u64,
     /// Sign each forget record with this key.
-    pub signer: Option<std::sync::Arc<crate::sign::Signer>>,
+    pub signer: Option<std::sync::Arc<crate::repo::sign::Signer>>,
     /// With trusted keys, a policy counts only the snapshots a trusted key
     /// signed: an unsigned or foreign snapshot is neither counted nor
     /// forgotten, so it can never displace a signed one.
-    pub trust: Option<std::sync::Arc<crate::sign::Trust>>,
+    pub trust: Option<std::sync::Arc<crate::repo::sign::Trust>>,
     /// A snapshot created more than this far ahead of the clock is not
     /// counted by a policy (and kept): a planted or misdated snapshot
     /// "from tomorrow" cannot push real ones out. 0: [`MAX_CLOCK_SKEW`].
@@ -99,7 +101,7 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
         .now_unix_ns
         .saturating_add(skew.as_nanos().min(u64::MAX as u128) as u64);
     let listed = match &opts.trust {
-        Some(_) => Some(crate::sign::Signatures::list(&**repo.store())?),
+        Some(_) => Some(crate::repo::sign::Signatures::list(&**repo.store())?),
         None => None,
     };
     for key in repo.snapshots()? {
@@ -119,7 +121,7 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
                     continue;
                 }
                 if let (Some(trust), Some(listed)) = (&opts.trust, &listed) {
-                    let subject = crate::sign::Subject::Snapshot(key);
+                    let subject = crate::repo::sign::Subject::Snapshot(key);
                     let trusted = trust.may_vouch(listed, &subject)
                         && repo.manifest_bytes(&key).is_ok_and(|b| {
                             trust.check(&**repo.store(), listed, &subject, &b).trusted()
@@ -242,7 +244,7 @@ pub fn execute(
     let mut refused: Vec<String> = Vec::new();
     progress.begin("forget", forget.len() as u64);
     for d in &forget {
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         let key = SnapshotKey::parse(&d.key).map_err(Error::format(&d.key))?;
         let record = match repo.load_manifest(&key) {
             Ok(m) => ForgetRecord {
@@ -298,7 +300,7 @@ pub fn execute(
             signer.sign_forget(&**repo.store(), &key.id, &bytes)?;
         }
         repo.store().flush()?;
-        crate::testhook::point("forget-recorded");
+        crate::sys::testhook::point("forget-recorded");
         repo.store().delete(&key.key())?;
         progress.advance(1);
     }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::commands::restore;
 use crate::error::{Error, Result};
 use crate::format::manifest::{Entry, EntryKind, Manifest};
 use crate::id::{ChunkId, Hash};
 use crate::ipnorm;
 use crate::progress::Progress;
-use crate::restore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,7 +113,7 @@ pub fn dir(
             continue;
         }
         for e in walkdir::WalkDir::new(&start).follow_links(false) {
-            crate::interrupt::check()?;
+            crate::sys::interrupt::check()?;
             let e = e.map_err(|e| Error::Io {
                 op: "walk",
                 path: e.path().unwrap_or(&start).to_path_buf(),
@@ -196,7 +196,7 @@ pub fn dir(
     let hashed: Vec<Result<Option<Difference>>> = to_hash
         .par_iter()
         .map(|(path, size, hash)| {
-            crate::interrupt::check()?;
+            crate::sys::interrupt::check()?;
             let full = root.join(path);
             let actual = hash_file(&full, *size)?;
             progress.advance(*size);

@@ -2,10 +2,14 @@
 //! shares — finding snapshots, loading and checking manifests and chunks,
 //! and committing a manifest.
 
+pub mod sign;
+pub mod trusted;
+
+pub use crate::sys::host::{now_unix_ns, this_host};
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::format::chunk;
@@ -18,9 +22,9 @@ use crate::format::manifest::{ChunkRef, Manifest};
 use crate::format::prune::PrunePlan;
 use crate::format::FormatError;
 use crate::id::{ChunkId, Hash};
-use crate::sign::{Signatures, Subject, Trust};
+use crate::repo::sign::{Signatures, Subject, Trust};
 use crate::store::{ObjectInfo, Store};
-use crate::testhook;
+use crate::sys::testhook;
 use std::os::unix::fs::DirBuilderExt;
 
 /// Largest chunk object a reader fetches: the raw limit plus zstd's
@@ -109,25 +113,6 @@ impl std::fmt::Display for Selector {
     }
 }
 
-/// This machine's host name: the default node identity of snapshots and
-/// the name forget and prune record.
-pub fn this_host() -> String {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_string_lossy().into_owned();
-    if name.is_empty() {
-        "localhost".to_string()
-    } else {
-        name
-    }
-}
-
-pub fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 impl Repository {
     /// Creates a repository in an empty store. Fails if one exists there.
     pub fn init(
@@ -205,7 +190,7 @@ impl Repository {
     }
 
     /// Believes signatures by these keys: forget records count only when
-    /// one of them signed them (and `crate::trusted` resolves snapshots a
+    /// one of them signed them (and `crate::repo::trusted` resolves snapshots a
     /// trusted key signed). `None` believes every forget record that
     /// decodes: a co-tenant of the bucket can then hide snapshots, as it
     /// can plant them (FORMAT.md §11, the threat model).
@@ -624,7 +609,7 @@ impl Repository {
         // Another prune bumping at the same moment takes a number; so may
         // objects planted ahead: a few tries, each answering a signal.
         for _ in 0..BUMP_TRIES {
-            crate::interrupt::check()?;
+            crate::sys::interrupt::check()?;
             let next = self.epoch()?.checked_add(1).filter(|n| *n <= MAX_EPOCH);
             let Some(next) = next else {
                 return Err(Error::Refused(format!(
@@ -855,7 +840,7 @@ impl Repository {
         // The epochs listed since this writer began (not every number in
         // between: a planted epoch far ahead is one object, not a range).
         for e in self.epochs()?.into_iter().filter(|e| *e > session.epoch) {
-            crate::interrupt::check()?;
+            crate::sys::interrupt::check()?;
             match self.epoch_round(e)? {
                 Some((r, stamp)) => {
                     if rounds.insert(r, stamp).is_some_and(|s| s != stamp) {
@@ -910,7 +895,7 @@ impl Repository {
                 Err(e @ Error::Format { .. }) => {
                     tracing::warn!("{e}: checking every chunk this snapshot names instead");
                     for c in &refs {
-                        crate::interrupt::check()?;
+                        crate::sys::interrupt::check()?;
                         if self.store.size(&layout::chunk_key(c))?.is_none() {
                             return Err(Error::Refused(format!(
                                 "snapshot not committed: chunk {c} is missing and prune round \

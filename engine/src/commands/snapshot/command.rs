@@ -3,7 +3,7 @@
 //!
 //! - Each runs as `sh -c CMD` in a process group of its own, so that a
 //!   Ctrl-C at the terminal reaches blocksnap alone, which then decides what
-//!   happens (it runs the start command; see [`crate::interrupt`]), instead
+//!   happens (it runs the start command; see [`crate::sys::interrupt`]), instead
 //!   of also killing a half-done stop command.
 //! - Each has a deadline; a command that overruns it gets SIGTERM, then
 //!   SIGKILL five seconds later, and the run is a failure that says so.
@@ -157,10 +157,12 @@ impl Runner {
 
 /// Runs a height command and parses what it prints (surrounding white
 /// space allowed) as a block height.
-pub fn height(runner: &Runner, cmd: &str) -> crate::Result<u64> {
-    let out = runner.run("height", cmd).map_err(crate::Error::Refused)?;
+pub fn height(runner: &Runner, cmd: &str) -> crate::error::Result<u64> {
+    let out = runner
+        .run("height", cmd)
+        .map_err(crate::error::Error::Refused)?;
     out.trim().parse::<u64>().map_err(|_| {
-        crate::Error::Refused(format!(
+        crate::error::Error::Refused(format!(
             "height command {cmd:?} printed {:?}, not a block height",
             out.trim().chars().take(80).collect::<String>()
         ))

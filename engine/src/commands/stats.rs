@@ -110,7 +110,7 @@ pub fn stats(repo: &Repository, progress: &dyn Progress) -> Result<Stats> {
     let mut logical = 0u64;
     progress.begin("read manifests", keys.len() as u64);
     for key in &keys {
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         progress.advance(1);
         let m = match repo.load_manifest(key) {
             Ok(m) => m,

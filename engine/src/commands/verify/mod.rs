@@ -18,6 +18,12 @@
 //! Work is shared: a chunk is looked up once however many snapshots name
 //! it, and each distinct file content is read once.
 
+mod history;
+
+pub mod plan;
+
+pub use self::plan::{plan, Request};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,8 +38,8 @@ use crate::format::manifest::ChunkRef;
 use crate::format::{limits, FormatError};
 use crate::id::{ChunkId, Hash};
 use crate::progress::Progress;
+use crate::repo::sign::{Signatures, Subject, Trust};
 use crate::repo::Repository;
-use crate::sign::{Signatures, Subject, Trust};
 use crate::store::Counts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,7 +442,7 @@ fn census(
     let mut c = Census::default();
     progress.begin("read manifests", keys.len() as u64);
     for (i, key) in keys.iter().enumerate() {
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         progress.advance(1);
         // A full check reads every manifest again; a quick one uses a
         // cached copy of the size the listing gives.
@@ -620,7 +626,7 @@ fn read_contents(
                 let mut bytes = 0u64;
                 for r in &c.chunks {
                     // A signal stops the reading between two chunks.
-                    crate::interrupt::check()?;
+                    crate::sys::interrupt::check()?;
                     match repo.read_chunk(r) {
                         Ok(raw) => {
                             hasher.update(&raw);
@@ -722,7 +728,18 @@ fn chain(
         }
     }
     let links: Vec<&Link> = census.links.iter().chain(links.iter()).collect();
-    // Forget records stand for the snapshots they forgot.
+    let records = forget_records(repo, trust, problems)?;
+    Ok(history::check(&links, &records, problems))
+}
+
+/// The forget records that count, by the id of the snapshot each forgot:
+/// well formed, naming the snapshot of their key, and (with trusted keys)
+/// signed by one. The others are problems.
+fn forget_records(
+    repo: &Repository,
+    trust: Option<(&Trust, &Signatures)>,
+    problems: &mut Vec<Problem>,
+) -> Result<HashMap<Hash, ForgetRecord>> {
     let mut records: HashMap<Hash, ForgetRecord> = HashMap::new();
     for o in repo.store().list(layout::FORGOTTEN_PREFIX)? {
         let Some(id) = o
@@ -770,125 +787,7 @@ fn chain(
             )),
         }
     }
-    let by_id: HashMap<Hash, &Link> = links.iter().map(|l| (l.key.id, *l)).collect();
-    let mut report = ChainReport::default();
-    let mut children: HashMap<(String, String, Hash), Vec<String>> = HashMap::new();
-    let mut histories: HashSet<(String, String)> = HashSet::new();
-    // (key, host, source, parent) of every node: snapshots and records.
-    let nodes: Vec<(String, &str, &str, Option<Hash>)> = links
-        .iter()
-        .map(|l| (l.key.key(), l.host.as_str(), l.source.as_str(), l.parent))
-        .chain(records.values().map(|r| {
-            (
-                r.snapshot.clone(),
-                r.host.as_str(),
-                r.source.as_str(),
-                r.parent,
-            )
-        }))
-        .collect();
-    // A forgotten snapshot that nothing names as parent was a history's
-    // tip when it was forgotten: the next snapshot chose the one before it,
-    // which is not a fork.
-    let parents: HashSet<Hash> = nodes.iter().filter_map(|n| n.3).collect();
-    let tips: HashSet<String> = records
-        .iter()
-        .filter(|(id, _)| !parents.contains(id))
-        .map(|(_, r)| r.snapshot.clone())
-        .collect();
-    let mut newest: HashMap<(&str, &str), SnapshotKey> = HashMap::new();
-    for l in &links {
-        let n = newest
-            .entry((l.host.as_str(), l.source.as_str()))
-            .or_insert(l.key);
-        if l.key > *n {
-            *n = l.key;
-        }
-    }
-    for (key, host, source, parent) in &nodes {
-        histories.insert((host.to_string(), source.to_string()));
-        let Some(p) = parent else { continue };
-        let same = |h: &str, s: &str| s == *source && (h == *host || h.is_empty());
-        if let Some(l) = by_id.get(p) {
-            if same(&l.host, &l.source) {
-                report.links += 1;
-            } else {
-                problems.push(Problem::of_snapshot(
-                    ProblemKind::BrokenChain,
-                    key.clone(),
-                    format!(
-                        "parent {} belongs to another history ({} {}), not {host} {source}",
-                        p.short(),
-                        l.host,
-                        l.source
-                    ),
-                ));
-                continue;
-            }
-        } else if let Some(r) = records.get(p) {
-            if same(&r.host, &r.source) || r.host.is_empty() && r.source.is_empty() {
-                report.forgotten += 1;
-            } else {
-                problems.push(Problem::of_snapshot(
-                    ProblemKind::BrokenChain,
-                    key.clone(),
-                    format!("parent {} was forgotten from another history", p.short()),
-                ));
-                continue;
-            }
-        } else {
-            // A snapshot of the same history that is nobody's parent and
-            // not its newest may be what replaced the missing one.
-            let suspects: Vec<String> = links
-                .iter()
-                .filter(|l| l.host == *host && l.source == *source)
-                .filter(|l| {
-                    !parents.contains(&l.key.id)
-                        && newest.get(&(l.host.as_str(), l.source.as_str())) != Some(&l.key)
-                })
-                .map(|l| format!("{} (height {})", l.key.id.short(), l.key.height))
-                .collect();
-            let hint = if suspects.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; snapshot(s) {} of this history are nobody's parent: a replacement?",
-                    suspects.join(", ")
-                )
-            };
-            problems.push(Problem::of_snapshot(
-                ProblemKind::BrokenChain,
-                key.clone(),
-                format!(
-                    "parent {} is neither a snapshot nor a forgotten one: removed or replaced{hint}",
-                    p.short()
-                ),
-            ));
-            continue;
-        }
-        children
-            .entry((host.to_string(), source.to_string(), *p))
-            .or_default()
-            .push(key.clone());
-    }
-    for ((host, source, parent), mut kids) in children {
-        kids.retain(|k| !tips.contains(k));
-        if kids.len() > 1 {
-            kids.sort();
-            problems.push(Problem::of_snapshot(
-                ProblemKind::Fork,
-                kids[0].clone(),
-                format!(
-                    "history {host} {source}: {} snapshots claim parent {}: {}",
-                    kids.len(),
-                    parent.short(),
-                    kids.join(", ")
-                ),
-            ));
-        }
-    }
-    report.histories = histories.len() as u64;
-    Ok(report)
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsx::{DirFd, EntryType};
+use crate::sys::fsx::{DirFd, EntryType};
 
 /// How a database's `LOCK` is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,8 +125,8 @@ pub fn find(root: &Path) -> Result<Vec<LiveDb>> {
 /// is held: walked and opened through descriptors, never through a link.
 pub fn find_in(root: &DirFd) -> Result<Vec<LiveDb>> {
     let mut live = Vec::new();
-    crate::fsx::walk(root, "", &mut |e| {
-        crate::interrupt::check()?;
+    crate::sys::fsx::walk(root, "", &mut |e| {
+        crate::sys::interrupt::check()?;
         if e.meta.kind == EntryType::File && e.name == "LOCK" {
             // A link, a fifo, or a name gone since the listing: no
             // database's lock.

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::repo::sign::{KeyId, Signatures, Signed, Subject, Trust};
 use crate::repo::Repository;
-use crate::sign::{KeyId, Signatures, Signed, Subject, Trust};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {

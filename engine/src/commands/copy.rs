@@ -31,9 +31,9 @@ use crate::format::layout::{self, SnapshotKey};
 use crate::format::manifest::Manifest;
 use crate::id::{ChunkId, Hash};
 use crate::progress::Progress;
+use crate::repo::sign::{self, Signatures, Signed, Subject};
 use crate::repo::{Repository, WriteSession, MAX_CHUNK_OBJECT};
-use crate::sign::{self, Signatures, Signed, Subject};
-use crate::store::Counts;
+use crate::store::{Counts, Location, Store};
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -104,6 +104,27 @@ fn keys<S: serde::Serializer>(k: &[SnapshotKey], s: S) -> std::result::Result<S:
 
 /// Decides what to copy. Reads the destination's listing (after taking its
 /// write session) and every selected manifest of the source.
+/// The destination of a copy: the repository at `location`, or — none
+/// being there, and this no dry run — a new one with the source's chunker
+/// and zstd level, so that a chunk's id means the same bytes in both.
+pub fn open_destination(
+    src: &Repository,
+    store: std::sync::Arc<dyn Store>,
+    location: &Location,
+    dry_run: bool,
+) -> Result<Repository> {
+    match Repository::open(store.clone()) {
+        Err(Error::NoRepository { .. }) if !dry_run => {
+            location
+                .prepare()
+                .map_err(Error::io("create", location.to_string()))?;
+            let c = src.config();
+            Repository::init(store, c.chunker, c.zstd_level)
+        }
+        other => other,
+    }
+}
+
 pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<CopyPlan> {
     let session = dst.begin_write()?;
     let there: HashSet<SnapshotKey> = dst.all_snapshots()?.into_iter().collect();
@@ -140,7 +161,7 @@ pub fn plan(src: &Repository, dst: &Repository, keys: &[SnapshotKey]) -> Result<
             present.push(key);
             continue;
         }
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         let bytes = src.manifest_bytes(&key)?;
         let manifest = Manifest::decode(&bytes).map_err(Error::format(key.key()))?;
         // The destination re-encodes what it commits: it must be these bytes.
@@ -217,7 +238,7 @@ pub fn execute(
     for (key, manifest, own) in &plan.todo {
         pool.install(|| {
             own.par_iter().try_for_each(|id| {
-                crate::interrupt::check()?;
+                crate::sys::interrupt::check()?;
                 let key = layout::chunk_key(id);
                 let object = src.store().get(&key, MAX_CHUNK_OBJECT)?;
                 chunk::decode(&object, id).map_err(|e| Error::Format {
@@ -232,7 +253,7 @@ pub fn execute(
                 Ok::<_, Error>(())
             })
         })?;
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         let bytes = manifest.encode();
         let subject = Subject::Snapshot(*key);
         for (sig, kid) in plan

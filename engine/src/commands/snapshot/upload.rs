@@ -195,7 +195,7 @@ impl<'s> Uploads<'s> {
     }
 
     fn put(&self, job: Job) -> Result<Put> {
-        crate::interrupt::check()?;
+        crate::sys::interrupt::check()?;
         let present = match job.check_first {
             true => self.store.size(&job.key)?,
             false => None,

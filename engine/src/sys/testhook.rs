@@ -77,7 +77,7 @@ pub fn point(name: &str) {
             let _ = std::fs::write(file, name);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while crate::interrupt::received().is_none() && std::time::Instant::now() < deadline {
+        while crate::sys::interrupt::received().is_none() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

@@ -15,9 +15,14 @@
 //! Files are processed in parallel on rayon, each by one worker (one per
 //! core by default): small files (LevelDB tables are ~2 MiB) are
 //! memory-mapped, larger ones streamed. Workers hand the chunks to store to
-//! put threads through a queue bounded in bytes ([`crate::upload`]), so
+//! put threads through a queue bounded in bytes ([`upload`]), so
 //! memory stays bounded by workers × the mapping limit plus that budget,
 //! not by the tree or the store's request count.
+
+pub mod cache;
+pub mod command;
+pub mod stage;
+mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -29,26 +34,26 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::cache::{ChunkIndex, FileRecord, IndexOrigin, LocalState, Stat};
+use self::upload::{Stopped, Uploads};
 use crate::chunking;
+use crate::commands::snapshot::cache::{ChunkIndex, FileRecord, IndexOrigin, LocalState, Stat};
 use crate::error::{Error, Result};
 use crate::format::chunk;
 use crate::format::config::ChunkerParams;
 use crate::format::layout::{self, SnapshotKey};
 use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Stats};
 use crate::format::path as mpath;
+use crate::format::reserved;
 use crate::format::{limits, FormatError};
-use crate::fsx::{self, DirFd, EntryType, Meta};
 use crate::id::{ChunkId, Hash};
-use crate::interrupt;
 use crate::ipnorm;
-use crate::live;
-use crate::priority::Priority;
 use crate::progress::Progress;
-use crate::publish;
 use crate::repo::{now_unix_ns, Repository};
 use crate::store::Counts;
-use crate::upload::{Stopped, Uploads};
+use crate::sys::fsx::{self, DirFd, EntryType, Meta};
+use crate::sys::interrupt;
+use crate::sys::live;
+use crate::sys::priority::Priority;
 
 /// Files larger than this are streamed instead of mapped, so that mapped
 /// pages (which count as the process's resident memory) stay under workers
@@ -105,7 +110,7 @@ pub struct SnapshotOptions {
     pub created_unix_ns: Option<u64>,
     /// Sign the manifest with this key before it is committed, so that it
     /// is never visible unsigned.
-    pub signer: Option<Arc<crate::sign::Signer>>,
+    pub signer: Option<Arc<crate::repo::sign::Signer>>,
     /// When to yield the CPU and disk to the node ([`Priority::Auto`]: once
     /// it runs again).
     pub priority: Priority,
@@ -235,7 +240,7 @@ pub fn snapshot_with_state(
         Priority::Normal => false,
     };
     if low {
-        crate::priority::lower_or_warn();
+        crate::sys::priority::lower_or_warn();
     }
     execute(repo, &plan, opts, state, progress)
 }
@@ -287,14 +292,14 @@ pub(crate) fn plan_roots(
     roots: Vec<Root>,
 ) -> Result<SnapshotPlan> {
     if root
-        .stat(publish::JOURNAL)
-        .map_err(Error::io("stat", root.join(publish::JOURNAL)))?
+        .stat(reserved::JOURNAL)
+        .map_err(Error::io("stat", root.join(reserved::JOURNAL)))?
         .is_some()
     {
         return Err(Error::Refused(format!(
             "{} holds an interrupted restore ({}): run the restore again to finish it before taking a snapshot",
             source.display(),
-            publish::JOURNAL
+            reserved::JOURNAL
         )));
     }
     FormatError::check_limit("tags", opts.tags.len() as u64, limits::MAX_TAGS)
@@ -892,7 +897,7 @@ pub(crate) fn roots(source: &Arc<DirFd>, includes: &[String]) -> Result<Vec<Root
 /// Whether a name is one of blocksnap's own working entries (a stage, a
 /// restore's staging directory or journal), which no snapshot records.
 pub(crate) fn is_reserved(name: &str) -> bool {
-    name.starts_with(publish::RESERVED_PREFIX)
+    name.starts_with(reserved::RESERVED_PREFIX)
 }
 
 /// Walks the roots through descriptors, never following a symlink except
@@ -910,42 +915,7 @@ fn walk(
     let mut skipped: Vec<String> = Vec::new();
     let mut leftovers: Vec<String> = Vec::new();
     let mut bases: Vec<Arc<DirFd>> = vec![source.clone()];
-    for root in &roots {
-        // The include's ancestors become directory entries.
-        let mut ancestor = mpath::parent(&root.rel);
-        while let Some(dir) = ancestor {
-            let (parent, name) = match dir.rsplit_once('/') {
-                Some((p, n)) => (p.to_string(), n.to_string()),
-                None => (String::new(), dir.to_string()),
-            };
-            let at = if parent.is_empty() {
-                source.clone()
-            } else {
-                Arc::new(
-                    source
-                        .open_path(&parent)
-                        .map_err(Error::io("open", source.join(&parent)))?,
-                )
-            };
-            let meta = at
-                .stat(&name)
-                .map_err(Error::io("stat", at.join(&name)))?
-                .ok_or_else(|| Error::IncludeMissing {
-                    path: dir.to_string(),
-                })?;
-            found.push(Item {
-                path: String::new(),
-                rel: dir.to_string(),
-                abs: source.join(dir),
-                meta,
-                link: None,
-                base: 0,
-                dir: parent,
-                name,
-            });
-            ancestor = mpath::parent(dir);
-        }
-    }
+    found.extend(include_ancestors(source, &roots)?);
     // (base index, its path below the source) still to walk.
     let mut queue: Vec<(usize, String)> = Vec::new();
     for root in roots {
@@ -1001,7 +971,7 @@ fn walk(
             };
             let below = mpath::parent(&e.rel).unwrap_or("").to_string();
             if is_reserved(&e.name) {
-                if e.name != crate::stage::STAGE_DIR {
+                if e.name != crate::format::reserved::STAGE_DIR {
                     leftovers.push(rel);
                 }
                 return Ok(false);
@@ -1057,22 +1027,72 @@ fn walk(
         };
         fsx::walk(&dir, "", &mut visit)?;
     }
+    warnings.extend(walk_warnings(&skipped, &leftovers));
+    Ok((found, bases))
+}
+
+/// The ancestors of each include, as directory entries (an include
+/// `a/b/c` records `a` and `a/b` too, with their own metadata).
+fn include_ancestors(source: &Arc<DirFd>, roots: &[Root]) -> Result<Vec<Item>> {
+    let mut found = Vec::new();
+    for root in roots {
+        // The include's ancestors become directory entries.
+        let mut ancestor = mpath::parent(&root.rel);
+        while let Some(dir) = ancestor {
+            let (parent, name) = match dir.rsplit_once('/') {
+                Some((p, n)) => (p.to_string(), n.to_string()),
+                None => (String::new(), dir.to_string()),
+            };
+            let at = if parent.is_empty() {
+                source.clone()
+            } else {
+                Arc::new(
+                    source
+                        .open_path(&parent)
+                        .map_err(Error::io("open", source.join(&parent)))?,
+                )
+            };
+            let meta = at
+                .stat(&name)
+                .map_err(Error::io("stat", at.join(&name)))?
+                .ok_or_else(|| Error::IncludeMissing {
+                    path: dir.to_string(),
+                })?;
+            found.push(Item {
+                path: String::new(),
+                rel: dir.to_string(),
+                abs: source.join(dir),
+                meta,
+                link: None,
+                base: 0,
+                dir: parent,
+                name,
+            });
+            ancestor = mpath::parent(dir);
+        }
+    }
+    Ok(found)
+}
+
+/// What a walk skipped, said once each.
+fn walk_warnings(skipped: &[String], leftovers: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
     if !skipped.is_empty() {
         warnings.push(format!(
             "skipped {} entr{} that {} not a regular file, directory or symlink: {}",
             skipped.len(),
             if skipped.len() == 1 { "y" } else { "ies" },
             if skipped.len() == 1 { "is" } else { "are" },
-            sample(&skipped)
+            sample(skipped)
         ));
     }
     if !leftovers.is_empty() {
         warnings.push(format!(
             "skipped blocksnap's own working entries (left by an interrupted run?): {}",
-            sample(&leftovers)
+            sample(leftovers)
         ));
     }
-    Ok((found, bases))
+    warnings
 }
 
 /// Up to five names, and how many more.

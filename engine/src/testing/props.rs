@@ -81,15 +81,17 @@ pub fn config_bytes(data: &[u8]) {
 /// accepted one prints back to text that decodes to the same key id and
 /// verifies (with the vectors' public key, over fixed bytes) the same way.
 pub fn signature_bytes(data: &[u8]) {
-    const PUBLIC: &str = include_str!("../../format-spec/vectors/objects/signature/test.key.pub");
-    let Ok(sig) = crate::sign::decode(data) else {
+    const PUBLIC: &str =
+        include_str!("../../../format-spec/vectors/objects/signature/test.key.pub");
+    let Ok(sig) = crate::repo::sign::decode(data) else {
         return;
     };
-    let again = crate::sign::decode(sig.to_string().as_bytes()).expect("printed signature decodes");
+    let again =
+        crate::repo::sign::decode(sig.to_string().as_bytes()).expect("printed signature decodes");
     assert_eq!(again.keynum(), sig.keynum());
     let line = PUBLIC.lines().nth(1).expect("vector public key");
     let pk = minisign::PublicKey::from_base64(line.trim()).expect("vector public key parses");
-    let verify = |s: &crate::sign::SignatureBox| {
+    let verify = |s: &crate::repo::sign::SignatureBox| {
         minisign::verify(
             &pk,
             s,
@@ -181,7 +183,7 @@ fn restore_stays_inside(m: &Manifest) {
         }
     }
     let paths: Vec<String> = m.entries.iter().map(|e| e.path.clone()).collect();
-    if crate::restore::links_refusal(m, &paths).is_some() {
+    if crate::commands::restore::links_refusal(m, &paths).is_some() {
         return;
     }
     let tree: std::collections::HashMap<&str, &EntryKind> = m
@@ -277,25 +279,26 @@ pub fn journal_bytes(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(j) = crate::publish::Journal::decode(text) else {
+    let Ok(j) = crate::commands::restore::publish::Journal::decode(text) else {
         return;
     };
     let single = |n: &str| naive_inside(n) && !n.contains('/');
     for dir in [&j.staging, &j.old] {
         assert!(
-            single(dir) && dir.starts_with(crate::publish::RESERVED_PREFIX),
+            single(dir) && dir.starts_with(crate::format::reserved::RESERVED_PREFIX),
             "journal names {dir:?} as a working directory"
         );
     }
     for e in &j.entries {
         assert!(
-            single(&e.name) && !e.name.starts_with(crate::publish::RESERVED_PREFIX),
+            single(&e.name) && !e.name.starts_with(crate::format::reserved::RESERVED_PREFIX),
             "journal moves {:?}",
             e.name
         );
     }
     assert_eq!(
-        crate::publish::Journal::decode(&j.encode()).expect("re-encoded journal decodes"),
+        crate::commands::restore::publish::Journal::decode(&j.encode())
+            .expect("re-encoded journal decodes"),
         j
     );
 }

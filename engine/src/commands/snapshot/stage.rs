@@ -26,11 +26,11 @@
 //! killed run reclaimed: it must be a real directory owned by this user) and
 //! locked with `flock`, so that a second staged snapshot of the same source
 //! is refused before it stops anything. Stages are built and removed through
-//! directory descriptors only ([`crate::fsx`]): nothing planted in them is
+//! directory descriptors only ([`crate::sys::fsx`]): nothing planted in them is
 //! followed. Once the stop command has been run — even if it failed, since
 //! it may have stopped part of the node — the start command runs whatever
 //! happens next: an error, a lock never released, SIGINT/SIGTERM/SIGHUP
-//! (deferred until then, see [`crate::interrupt`]), even a panic.
+//! (deferred until then, see [`crate::sys::interrupt`]), even a panic.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -38,19 +38,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{LocalState, Stat};
-use crate::command::Runner;
+use crate::commands::snapshot::cache::{LocalState, Stat};
+use crate::commands::snapshot::command::Runner;
+use crate::commands::snapshot::{self, SnapshotOptions, SnapshotReport, StagedView, RACY};
 use crate::error::{Error, Result};
-use crate::fsx::{self, DirFd, EntryType, Meta};
-use crate::interrupt;
-use crate::live;
-use crate::priority::Priority;
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository};
-use crate::snapshot::{self, SnapshotOptions, SnapshotReport, StagedView, RACY};
+use crate::sys::fsx::{self, DirFd, EntryType, Meta};
+use crate::sys::interrupt;
+use crate::sys::live;
+use crate::sys::priority::Priority;
 
-/// The name of a stage directory inside the directory it mirrors.
-pub const STAGE_DIR: &str = ".blocksnap-stage";
+pub use crate::format::reserved::STAGE_DIR;
 
 #[derive(Debug, Clone)]
 pub struct StageOptions {
@@ -183,6 +182,82 @@ pub fn stage_root(source: &Path) -> Result<PathBuf> {
     Ok(source.join(STAGE_DIR))
 }
 
+/// The node's lifecycle around a snapshot (`--stop-cmd`, `--start-cmd`):
+/// with one, the snapshot is staged; without, the node must be stopped
+/// already.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub stop_cmd: String,
+    pub start_cmd: String,
+    /// How long to wait, after the stop command, for the databases' locks.
+    pub lock_timeout: Duration,
+}
+
+/// What [`take`] did.
+#[derive(Debug)]
+pub enum Taken {
+    /// A snapshot of a node that was stopped already.
+    Plain(SnapshotReport),
+    /// A staged snapshot: the node stopped, frozen, started again.
+    Staged(SnapshotReport, StageReport),
+}
+
+impl Taken {
+    pub fn report(&self) -> &SnapshotReport {
+        match self {
+            Taken::Plain(r) | Taken::Staged(r, _) => r,
+        }
+    }
+
+    /// When the snapshot was committed but the node could not be started
+    /// again: what the operator must hear, loudly.
+    pub fn node_not_restarted(&self) -> Option<String> {
+        match self {
+            Taken::Staged(_, staged) => staged
+                .start_error
+                .as_ref()
+                .map(|e| format!("{e}: THE NODE IS NOT RUNNING (the snapshot was committed)")),
+            Taken::Plain(_) => None,
+        }
+    }
+}
+
+/// A snapshot as the command line asks for it. The height is
+/// `opts.height`, or what `height_cmd` prints: run now for a node that is
+/// stopped already, and while the node is stopped for a staged snapshot
+/// (so that it is the height of the data frozen).
+pub fn take(
+    repo: &Repository,
+    mut opts: SnapshotOptions,
+    height_cmd: Option<String>,
+    runner: Runner,
+    lifecycle: Option<Lifecycle>,
+    state: Option<&LocalState>,
+    progress: &dyn Progress,
+) -> Result<Taken> {
+    match lifecycle {
+        None => {
+            if let Some(cmd) = &height_cmd {
+                opts.height = crate::commands::snapshot::command::height(&runner, cmd)?;
+            }
+            let report =
+                crate::commands::snapshot::snapshot_with_state(repo, &opts, state, progress)?;
+            Ok(Taken::Plain(report))
+        }
+        Some(l) => {
+            let stage_opts = StageOptions {
+                stop_cmd: l.stop_cmd,
+                start_cmd: l.start_cmd,
+                lock_timeout: l.lock_timeout,
+                height_cmd,
+                runner,
+            };
+            let (report, staged) = snapshot_staged(repo, &opts, &stage_opts, state, progress)?;
+            Ok(Taken::Staged(report, staged))
+        }
+    }
+}
+
 /// Stops the node, stages the source, starts the node, and snapshots the
 /// stage under the source's own name. The stage is removed before this
 /// returns, whatever happened. A failed start command does not stop the
@@ -199,7 +274,7 @@ pub fn snapshot_staged(
     // The node runs again: what is left (reading, compressing, uploading
     // the stage) yields to it.
     if opts.priority != Priority::Normal {
-        crate::priority::lower_or_warn();
+        crate::sys::priority::lower_or_warn();
     }
     let mut from_stage = opts.clone();
     from_stage.source = staged.dir.clone();
@@ -458,7 +533,7 @@ fn freeze(
     }
     stage.report.lock_wait = lock_wait.elapsed();
     if let Some(cmd) = &opts.height_cmd {
-        let h = crate::command::height(runner, cmd)?;
+        let h = crate::commands::snapshot::command::height(runner, cmd)?;
         stage.height = Some(h);
         stage.report.height = Some(h);
     }

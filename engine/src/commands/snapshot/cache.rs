@@ -40,7 +40,7 @@ pub struct Stat {
 
 impl Stat {
     /// The stat fields of an entry met by a descriptor walk.
-    pub fn from_meta(m: &crate::fsx::Meta) -> Stat {
+    pub fn from_meta(m: &crate::sys::fsx::Meta) -> Stat {
         Stat {
             size: m.size,
             mtime_ns: m.mtime_ns,
