@@ -34,7 +34,6 @@ pub mod progress;
 
 pub mod commands;
 pub mod format;
-pub mod metrics;
 pub mod repo;
 pub mod store;
 pub mod sys;

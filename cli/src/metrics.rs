@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::store::Counts;
+use blocksnap::error::{Error, Result};
+use blocksnap::store::Counts;
 
 /// What a run measured; absent figures are not written.
 #[derive(Debug, Clone, Default)]
