@@ -27,15 +27,16 @@
 
 mod write;
 
+use self::write::split;
+pub use self::write::PlannedEntry;
+
 pub mod publish;
 pub mod seed;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -50,7 +51,7 @@ use crate::id::Hash;
 use crate::ipnorm::{self, IpError};
 use crate::progress::Progress;
 use crate::repo::{now_unix_ns, Repository};
-use crate::sys::fsx::{self, DirFd, EntryType};
+use crate::sys::fsx::{DirFd, EntryType};
 use crate::sys::interrupt;
 use crate::sys::live;
 
@@ -171,15 +172,6 @@ pub struct RestorePlan {
     pub reuse: ReusePlan,
     /// An interrupted publish in the target, completed before this one.
     pub pending: Option<Journal>,
-}
-
-/// One manifest entry as this restore writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedEntry {
-    /// Its final path, relative to the target (the address put back).
-    pub path: String,
-    /// The mode it gets (after the special-bits policy).
-    pub mode: u32,
 }
 
 impl RestorePlan {
@@ -653,24 +645,6 @@ fn staged_at_size_in(dir: &DirFd, name: &str, size: u64) -> bool {
         && m.allocated >= size && m.nlink == 1 && m.is_mine())
 }
 
-fn split(path: &str) -> (Option<&str>, &str) {
-    match path.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, path),
-    }
-}
-
-/// The directory that holds `path` in `root`, entered without following
-/// symlinks.
-fn parent_of(root: &DirFd, path: &str) -> io::Result<(DirFd, String)> {
-    let (parent, name) = split(path);
-    let dir = match parent {
-        Some(p) => root.open_path(p)?,
-        None => root.try_clone()?,
-    };
-    Ok((dir, name.to_string()))
-}
-
 pub fn restore(
     repo: &Repository,
     plan: &RestorePlan,
@@ -703,7 +677,16 @@ pub fn restore(
     }
     clear_strays(&staging, plan)?;
 
-    let (files, counts) = write::stage_tree(repo, plan, &staging, opts.jobs, progress)?;
+    let (files, counts) = write::stage_tree(
+        repo,
+        &plan.manifest,
+        &plan.entries,
+        plan.bytes,
+        plan.seeds.as_ref(),
+        &staging,
+        opts.jobs,
+        progress,
+    )?;
     interrupt::check()?;
     staging
         .syncfs()
@@ -861,111 +844,4 @@ fn clear_strays(staging: &DirFd, plan: &RestorePlan) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A file an interrupted run completed: a regular file (opened without
-/// following links) of the right size whose bytes hash right.
-fn resume_file(dir: &DirFd, name: &str, size: u64, hash: &Hash) -> Option<File> {
-    use std::os::unix::fs::MetadataExt;
-    let mut f = dir.open_file(name).ok()?;
-    let m = f.metadata().ok()?;
-    if m.len() != size || m.nlink() != 1 || m.uid() != fsx::euid() {
-        return None;
-    }
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    (Hash::from(hasher.finalize()) == *hash).then_some(f)
-}
-
-/// What the restore workers did, summed.
-#[derive(Default)]
-struct Counters {
-    chunks: AtomicU64,
-    bytes_downloaded: AtomicU64,
-    stored_downloaded: AtomicU64,
-    bytes_copied: AtomicU64,
-    kept: AtomicU64,
-    bytes_kept: AtomicU64,
-    resumed: AtomicU64,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// Writes a file from its chunks, each taken from a seed when one holds it
-/// (checked against its id) or fetched and checked against its id, and the
-/// whole checked against the file's hash. A file that fails is removed: no
-/// partial file stays behind.
-#[allow(clippy::too_many_arguments)]
-fn write_file(
-    repo: &Repository,
-    seeds: Option<&Seeds>,
-    dir: &DirFd,
-    name: &str,
-    rel: &str,
-    hash: &Hash,
-    chunks: &[ChunkRef],
-    counts: &Counters,
-) -> Result<File> {
-    let shown = dir.join(name);
-    let mut f = dir
-        .create_file(name, 0o600)
-        .map_err(Error::io("create", &shown))?;
-    let written = (|| {
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = 0u64;
-        let mut local = seeds.map(Seeds::reader);
-        for chunk in chunks {
-            interrupt::check()?;
-            let bytes = match local.as_mut().and_then(|r| r.read(chunk)) {
-                Some(bytes) => {
-                    Counters::add(&counts.bytes_copied, bytes.len() as u64);
-                    bytes
-                }
-                None => {
-                    let bytes = repo.read_chunk(chunk).map_err(|e| Error::BadChunk {
-                        path: rel.to_string(),
-                        chunk: chunk.id,
-                        offset,
-                        cause: Box::new(e),
-                    })?;
-                    Counters::add(&counts.chunks, 1);
-                    Counters::add(&counts.bytes_downloaded, bytes.len() as u64);
-                    Counters::add(&counts.stored_downloaded, u64::from(chunk.stored_len));
-                    bytes
-                }
-            };
-            hasher.update(&bytes);
-            f.write_all(&bytes).map_err(Error::io("write", &shown))?;
-            offset += bytes.len() as u64;
-        }
-        let actual: Hash = hasher.finalize().into();
-        if actual != *hash {
-            return Err(Error::FileHashMismatch {
-                path: rel.to_string(),
-                expected: hash.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
-        Ok(())
-    })();
-    if let Err(e) = written {
-        drop(f);
-        let _ = dir.unlink(name);
-        return Err(e);
-    }
-    // Made durable for the whole tree at once by `syncfs`: a worker that
-    // waited here for each file would leave the CPU idle and the disk
-    // queue short.
-    Ok(f)
 }

@@ -9,7 +9,7 @@ use crate::format::forget::ForgetRecord;
 use crate::format::layout::SnapshotKey;
 use crate::id::Hash;
 
-use super::{ChainReport, Link, Problem, ProblemKind};
+use super::report::{ChainReport, Link, Problem, ProblemKind};
 
 /// Checks the graph; what breaks it goes to `problems`.
 pub(super) fn check(

@@ -9,7 +9,7 @@ use crate::repo::sign::Trust;
 use crate::repo::trusted;
 use crate::repo::{Repository, Selector};
 
-use super::{Level, Subset, VerifyOptions};
+use super::report::{Level, Subset, VerifyOptions};
 
 /// A `verify SNAPSHOT` as asked.
 #[derive(Debug, Clone)]
