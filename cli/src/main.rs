@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod metrics;
 mod open;
+mod outcome;
 mod output;
 
 use std::path::PathBuf;
@@ -14,13 +15,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use outcome::Done;
+
 #[derive(Parser)]
 #[command(
     name = "blocksnap",
     version,
     about = "Incremental, verified snapshots of blockchain node databases"
 )]
-pub(crate) struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Print only errors (and verify's problem lines): for cron.
@@ -149,19 +152,6 @@ impl Command {
     }
 }
 
-/// A command's exit code and what it measured.
-#[derive(Default)]
-pub(crate) struct Done {
-    pub(crate) code: u8,
-    pub(crate) figures: metrics::Figures,
-}
-
-impl Done {
-    pub(crate) fn with(figures: metrics::Figures) -> Done {
-        Done { code: 0, figures }
-    }
-}
-
 /// glibc gives threads that allocate at once arenas of their own (up to
 /// eight per core), and each arena keeps the chunk buffers freed in it:
 /// with tens of store threads that retained memory was most of a
@@ -234,8 +224,10 @@ fn run(command: Command) -> Result<Done> {
         Command::Stats(args) => commands::stats::run(args),
         Command::Sign(args) => commands::sign::run(args),
         Command::Key(args) => commands::key::run(args),
-        Command::Completions(args) => commands::completions::run(args),
-        Command::Man(args) => commands::man::run(args),
+        Command::Completions(args) => {
+            commands::completions::run(args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(args) => commands::man::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => commands::demo::run(args),
     }

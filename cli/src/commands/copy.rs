@@ -6,8 +6,8 @@ use blocksnap::{copy, Selector};
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::{Bar, Out};
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -7,8 +7,8 @@ use anyhow::Result;
 use blocksnap::{chunking, demo};
 
 use crate::args::*;
+use crate::outcome::Done;
 use crate::output::{Bar, Out};
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

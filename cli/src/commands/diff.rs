@@ -5,8 +5,8 @@ use blocksnap::compare;
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::Out;
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

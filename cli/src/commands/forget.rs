@@ -5,8 +5,8 @@ use blocksnap::{forget, retention, Selector};
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::{Bar, Out};
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -8,8 +8,8 @@ use blocksnap::store::Location;
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::Out;
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -7,8 +7,8 @@ use blocksnap::sign;
 use clap::Subcommand;
 
 use crate::args::*;
+use crate::outcome::Done;
 use crate::output::Out;
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

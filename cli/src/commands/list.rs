@@ -6,8 +6,8 @@ use blocksnap::store::Store;
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::Out;
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::{Cli, Done};
+use crate::outcome::Done;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,15 +12,15 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> Result<Done> {
-    write_man(args.out.as_deref())?;
+/// `cmd`: the whole command line's definition, whose pages are written.
+pub fn run(args: Args, cmd: clap::Command) -> Result<Done> {
+    write_man(cmd, args.out.as_deref())?;
     Ok(Done::default())
 }
 
 /// The manual pages, from the clap definitions: `blocksnap.1` and one page
 /// per command. Without a directory, `blocksnap.1` goes to stdout.
-fn write_man(out: Option<&std::path::Path>) -> Result<()> {
-    let cmd = <Cli as clap::CommandFactory>::command();
+fn write_man(cmd: clap::Command, out: Option<&std::path::Path>) -> Result<()> {
     let Some(dir) = out else {
         clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
         return Ok(());

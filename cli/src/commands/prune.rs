@@ -6,8 +6,8 @@ use blocksnap::{prune, retention};
 use crate::args::*;
 use crate::metrics;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::{Bar, Out};
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

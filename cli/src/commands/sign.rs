@@ -7,8 +7,8 @@ use blocksnap::{sign, trusted, Selector};
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::Out;
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

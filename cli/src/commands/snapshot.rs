@@ -8,8 +8,8 @@ use blocksnap::{command, ipnorm, snapshot, stage};
 use crate::args::*;
 use crate::metrics;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::{Bar, Out};
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,8 +4,8 @@ use anyhow::Result;
 
 use crate::args::*;
 use crate::open::*;
+use crate::outcome::Done;
 use crate::output::{Bar, Out};
-use crate::Done;
 
 #[derive(clap::Args)]
 pub struct Args {
