@@ -1315,3 +1315,75 @@ fn priority_is_lowered_once_the_node_runs_and_bandwidth_is_limited() {
         .code(2)
         .stderr(predicate::str::contains("\"fast\" is not a rate"));
 }
+
+/// `dump` (issue #24): to a new file, refused over an existing one, to a
+/// pipe; a damaged repository leaves no file and exits 1.
+#[test]
+fn dump_writes_a_new_archive_or_a_stream_and_nothing_on_damage() {
+    let s = Setup::new();
+    s.snapshot(5);
+    let file = s.dir.path().join("node.tar.gz");
+    let run = |args: &[&str]| {
+        let mut c = blocksnap(&s.repo());
+        c.args(["dump", "latest", "--ip", "10.0.0.9"]).args(args);
+        c
+    };
+    run(&["--format", "tar.gz", "-o"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("blocksnap: dumped snapshots/"));
+    let list = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names.contains(".storage/db_10.0.0.9:7100_icon_dex/"),
+        "{names}"
+    );
+    run(&["--format", "tar.gz", "-o"])
+        .arg(&file)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("exists"));
+    // To standard output, as `blocksnap dump … -o - | tar -x` reads it.
+    let out = run(&["-o", "-"]).output().unwrap();
+    assert!(out.status.success());
+    let dir = s.dir.path().join("x");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut tar = std::process::Command::new("tar")
+        .args(["-x", "-f", "-"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &out.stdout).unwrap();
+    drop(tar.stdin.take());
+    assert!(tar.wait().unwrap().success());
+    assert!(dir.join(".storage/db_10.0.0.9:7100_icon_dex").is_dir());
+    // Damage: no archive is left that could pass for one.
+    let chunks = walkdir::WalkDir::new(s.repo().join("chunks"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .collect::<Vec<_>>();
+    std::fs::remove_file(&chunks[chunks.len() / 2]).unwrap();
+    let broken = s.dir.path().join("broken.tar");
+    run(&["-o"])
+        .arg(&broken)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("missing object chunks/"));
+    assert!(!broken.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".blocksnap-dump-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -77,6 +77,9 @@ enum Command {
     /// What changed between two snapshots: added, removed and changed
     /// files, and how much of the second is new chunks.
     Diff(commands::diff::Args),
+    /// Write a snapshot as one tar archive (plain, gzip or zstd) laid out
+    /// as the node's data directory, to a new file or standard output.
+    Dump(commands::dump::Args),
     /// Forget snapshots by a retention policy (per history: host and
     /// source), or by name. Their chunks stay until `prune`.
     Forget(commands::forget::Args),
@@ -228,6 +231,7 @@ fn run(command: Command) -> Result<Done> {
             commands::completions::run(args, <Cli as clap::CommandFactory>::command())
         }
         Command::Man(args) => commands::man::run(args, <Cli as clap::CommandFactory>::command()),
+        Command::Dump(args) => commands::dump::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => commands::demo::run(args),
     }

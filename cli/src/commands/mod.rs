@@ -6,6 +6,7 @@ pub(crate) mod completions;
 pub(crate) mod copy;
 pub(crate) mod demo;
 pub(crate) mod diff;
+pub(crate) mod dump;
 pub(crate) mod forget;
 pub(crate) mod generate;
 pub(crate) mod init;

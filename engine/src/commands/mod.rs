@@ -8,6 +8,7 @@ pub mod compare;
 pub mod copy;
 #[cfg(feature = "nodegen")]
 pub mod demo;
+pub mod dump;
 pub mod forget;
 pub mod list;
 /// Generated ICON-layout node data with real LSM databases: the `generate`

@@ -488,6 +488,30 @@ fn check_tree(
     Ok(top_level)
 }
 
+/// The paths `manifest` gives its entries as written out with `ip` (or,
+/// without one, as recorded: `CHANGEIP` stays), checked by every rule a
+/// restore applies to a tree — names, duplicates, reserved names, symlink
+/// containment — for anything else that writes a snapshot out (`dump`).
+pub fn checked_paths(
+    key: &SnapshotKey,
+    manifest: &Manifest,
+    ip: Option<Ipv4Addr>,
+) -> Result<Vec<String>> {
+    let paths: Vec<String> = match ip {
+        Some(ip) => manifest
+            .entries
+            .iter()
+            .map(|e| ipnorm::denormalise(&e.path, ip))
+            .collect(),
+        None => manifest.entries.iter().map(|e| e.path.clone()).collect(),
+    };
+    check_tree(key, manifest, &paths, NAME_MAX, ip)?;
+    Ok(paths)
+}
+
+/// The longest name most filesystems take, for archives.
+const NAME_MAX: u64 = 255;
+
 /// Why a restore refuses a snapshot's symlinks (FORMAT.md §8): a target
 /// that breaks the containment rule, or one that climbs to the target's root
 /// and does not lead into one of the snapshot's own top-level entries.
