@@ -995,13 +995,6 @@ fn deletes(b: &Backend) {
 /// key plus "/…", but a stray object in a shared repository can be.
 fn below_an_object(b: &Backend) {
     let (l, s) = (b.label.as_str(), &*b.store);
-    if b.server_keys_are_files {
-        // s3s-fs 0.14.1 answers DeleteObjects of such a key with 500
-        // (ENOTDIR from remove_file), which the store retries 8 times: a
-        // limitation of the test server, not of S3 or of the store.
-        eprintln!("[{l}] keys below an object's key: skipped on s3s-fs");
-        return;
-    }
     assert!(must(l, "put", s.put_if_absent("below/obj", b"an object")));
     let mut wrong = Vec::new();
     for k in ["below/obj/x", "below/obj/deeper/x"] {
@@ -1021,8 +1014,14 @@ fn below_an_object(b: &Backend) {
             wrong.push(format!("delete({k:?}) of a missing key failed: {e}"));
         }
     }
-    if let Err(e) = s.delete_many(&["below/obj/x".into()]) {
-        wrong.push(format!("delete_many([\"below/obj/x\"]) failed: {e}"));
+    // s3s-fs 0.14.1 answers DeleteObjects of such a key with 500 (ENOTDIR
+    // from remove_file), which the store retries 8 times: a limitation of
+    // that test server, not of S3 or of the store. Everything else here
+    // runs on it too; moto and the other backends check this as well.
+    if !b.server_keys_are_files {
+        if let Err(e) = s.delete_many(&["below/obj/x".into()]) {
+            wrong.push(format!("delete_many([\"below/obj/x\"]) failed: {e}"));
+        }
     }
     match s.list("below/obj/") {
         Ok(v) if v.is_empty() => {}
