@@ -15,12 +15,12 @@ use std::sync::Arc;
 use blocksnap::chunking::DEFAULT_PARAMS;
 use blocksnap::dump::{self, Compression, DumpOptions};
 use blocksnap::format::layout::{self, SnapshotKey};
-use blocksnap::format::manifest::{Entry, EntryKind, Manifest, Stats};
+use blocksnap::format::manifest::EntryKind;
 use blocksnap::progress::Silent;
 use blocksnap::restore::{self, RestoreOptions};
 use blocksnap::snapshot::{self, SnapshotOptions};
-use blocksnap::store::{MemoryStore, Store};
-use blocksnap::{Hash, Repository};
+use blocksnap::store::MemoryStore;
+use blocksnap::Repository;
 use common::NODE_IP;
 
 struct Lab {
@@ -199,34 +199,7 @@ fn a_snapshot_a_restore_refuses_is_refused_before_a_byte() {
             ],
         ),
     ] {
-        let m = Manifest {
-            height: 5,
-            created_unix_ns: 1,
-            source: "s".into(),
-            host: "h".into(),
-            tags: vec![],
-            parent: None,
-            chunker: DEFAULT_PARAMS,
-            zstd_level: 1,
-            warnings: vec![],
-            stats: Stats::default(),
-            entries: entries
-                .into_iter()
-                .map(|(p, kind)| Entry {
-                    path: p.into(),
-                    mode: 0o755,
-                    mtime_ns: 1,
-                    kind,
-                })
-                .collect(),
-        };
-        let bytes = m.encode();
-        let key = SnapshotKey {
-            height: 5,
-            created_unix_ns: 1,
-            id: Hash::of(&bytes),
-        };
-        lab.store.put_if_absent(&key.key(), &bytes).unwrap();
+        let key = common::plant_manifest(&lab.repo, entries);
         let mut out = Vec::new();
         let err = dump::dump(
             &lab.repo,
@@ -243,4 +216,44 @@ fn a_snapshot_a_restore_refuses_is_refused_before_a_byte() {
         );
         assert!(out.is_empty(), "{what}: bytes were written");
     }
+}
+
+/// A manifest whose chunks are sound but whose file hash is not theirs (a
+/// planted or damaged manifest): the file is refused before its last
+/// window is written, so the archive never holds it whole.
+#[test]
+fn a_file_that_is_not_its_recorded_hash_is_never_archived_whole() {
+    let lab = lab();
+    let m = lab.repo.load_manifest(&lab.key).unwrap();
+    let (_, size, _, chunks) = m
+        .files()
+        .find(|(_, _, _, c)| c.len() > 1)
+        .expect("a file of several chunks");
+    let key = common::plant_manifest(
+        &lab.repo,
+        vec![(
+            "f",
+            EntryKind::File {
+                size,
+                hash: blocksnap::Hash([9; 32]),
+                chunks: chunks.to_vec(),
+            },
+        )],
+    );
+    let mut out = Vec::new();
+    let err = dump::dump(
+        &lab.repo,
+        &key,
+        &opts(None, Compression::None),
+        &mut out,
+        &Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("f: the file's chunks do not add up"), "{err}");
+    assert!(
+        (out.len() as u64) < 512 + size,
+        "the whole file was written: {} bytes",
+        out.len()
+    );
 }

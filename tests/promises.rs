@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use blocksnap::chunking::DEFAULT_PARAMS;
 use blocksnap::format::layout::{self, SnapshotKey};
-use blocksnap::format::manifest::{Entry, EntryKind, Manifest, Stats};
+use blocksnap::format::manifest::EntryKind;
 use blocksnap::progress::Silent;
 use blocksnap::restore::{self, RestoreOptions};
 use blocksnap::sign::{self, Signed, Signer};
@@ -274,35 +274,7 @@ fn a_signature_is_stored_before_its_manifest_is_committed() {
 }
 
 fn plant(repo: &Repository, entries: Vec<(&str, EntryKind)>) -> SnapshotKey {
-    let m = Manifest {
-        height: 5,
-        created_unix_ns: 1,
-        source: "s".into(),
-        host: "h".into(),
-        tags: vec![],
-        parent: None,
-        chunker: DEFAULT_PARAMS,
-        zstd_level: 1,
-        warnings: vec![],
-        stats: Stats::default(),
-        entries: entries
-            .into_iter()
-            .map(|(p, kind)| Entry {
-                path: p.into(),
-                mode: 0o755,
-                mtime_ns: 1,
-                kind,
-            })
-            .collect(),
-    };
-    let bytes = m.encode();
-    let key = SnapshotKey {
-        height: 5,
-        created_unix_ns: 1,
-        id: Hash::of(&bytes),
-    };
-    repo.store().put_if_absent(&key.key(), &bytes).unwrap();
-    key
+    common::plant_manifest(repo, entries)
 }
 
 /// FORMAT.md §8: no top-level name may start with `.blocksnap-`, reserved

@@ -116,3 +116,51 @@ pub fn du(root: &Path) -> u64 {
         .map(|e| e.metadata().unwrap().len())
         .sum()
 }
+
+/// A manifest nobody's snapshot wrote (height 5, host "h", each entry mode
+/// 0755 and mtime 1 ns, stats that agree with its entries), committed
+/// straight into the store: what a co-tenant of the bucket can plant.
+pub fn plant_manifest(
+    repo: &blocksnap::Repository,
+    entries: Vec<(&str, blocksnap::format::manifest::EntryKind)>,
+) -> blocksnap::format::layout::SnapshotKey {
+    use blocksnap::format::manifest::{Entry, EntryKind, Manifest, Stats};
+    // Stats that agree with the entries, as a forger would write them.
+    let mut stats = Stats::default();
+    for (_, kind) in &entries {
+        if let EntryKind::File { size, chunks, .. } = kind {
+            stats.files += 1;
+            stats.logical_bytes += size;
+            stats.chunk_refs += chunks.len() as u64;
+        }
+    }
+    let m = Manifest {
+        height: 5,
+        created_unix_ns: 1,
+        source: "s".into(),
+        host: "h".into(),
+        tags: vec![],
+        parent: None,
+        chunker: blocksnap::chunking::DEFAULT_PARAMS,
+        zstd_level: 1,
+        warnings: vec![],
+        stats,
+        entries: entries
+            .into_iter()
+            .map(|(p, kind)| Entry {
+                path: p.into(),
+                mode: 0o755,
+                mtime_ns: 1,
+                kind,
+            })
+            .collect(),
+    };
+    let bytes = m.encode();
+    let key = blocksnap::format::layout::SnapshotKey {
+        height: 5,
+        created_unix_ns: 1,
+        id: blocksnap::Hash::of(&bytes),
+    };
+    repo.store().put_if_absent(&key.key(), &bytes).unwrap();
+    key
+}

@@ -157,7 +157,7 @@ pub fn dump(
                             hasher: blake3::Hasher::new(),
                             want: *hash,
                             size: *size,
-                            read: 0,
+                            fetched: 0,
                             chunks: &chunks,
                             progress,
                         };
@@ -222,7 +222,7 @@ fn unwrap_io(e: io::Error, path: &str) -> Error {
 
 /// A file's bytes from its chunks, fetched a window at a time in parallel,
 /// each checked against its id (by `read_chunk`), the whole checked against
-/// the file's hash at its end.
+/// the file's size and hash before its last window goes out.
 struct FileReader<'a> {
     repo: &'a Repository,
     pool: &'a rayon::ThreadPool,
@@ -235,7 +235,8 @@ struct FileReader<'a> {
     hasher: blake3::Hasher,
     want: Hash,
     size: u64,
-    read: u64,
+    /// Bytes fetched so far (and hashed).
+    fetched: u64,
     chunks: &'a AtomicU64,
     progress: &'a dyn Progress,
 }
@@ -260,30 +261,30 @@ impl FileReader<'_> {
             bufs.push(b);
         }
         self.next = end;
+        // Each byte is hashed once, as it arrives; the file's last window
+        // is checked with the whole before any of it goes out, so that a
+        // wrong file ends the stream inside its own data (where every tar
+        // reader sees the archive cut short), never after it.
+        for b in &bufs {
+            self.hasher.update(b);
+            self.fetched += b.len() as u64;
+        }
         if end == self.refs.len() {
-            // The file's last window: the whole must be what the manifest
-            // says before any of it goes out, so that a wrong file ends
-            // the stream inside its own data (where every tar reader sees
-            // the archive cut short), never after it.
-            let mut whole = self.hasher.clone();
-            let mut len = self.read + self.buf.iter().map(|b| b.len() as u64).sum::<u64>();
-            for b in &self.buf {
-                whole.update(b);
-            }
-            for b in &bufs {
-                whole.update(b);
-                len += b.len() as u64;
-            }
-            if len != self.size || Hash(*whole.finalize().as_bytes()) != self.want {
-                return Err(Error::Refused(format!(
-                    "{}: the file's chunks do not add up to its recorded size and hash; the \
-                     archive is incomplete",
-                    self.path
-                )));
-            }
+            self.check_whole()?;
         }
         bufs.reverse();
         self.buf = bufs;
+        Ok(())
+    }
+
+    fn check_whole(&self) -> Result<()> {
+        if self.fetched != self.size || Hash(*self.hasher.finalize().as_bytes()) != self.want {
+            return Err(Error::Refused(format!(
+                "{}: the file's chunks do not add up to its recorded size and hash; the archive \
+                 is incomplete",
+                self.path
+            )));
+        }
         Ok(())
     }
 }
@@ -295,9 +296,7 @@ impl Read for FileReader<'_> {
                 if self.at < cur.len() {
                     let n = out.len().min(cur.len() - self.at);
                     out[..n].copy_from_slice(&cur[self.at..self.at + n]);
-                    self.hasher.update(&out[..n]);
                     self.at += n;
-                    self.read += n as u64;
                     self.progress.advance(n as u64);
                     return Ok(n);
                 }
@@ -309,14 +308,9 @@ impl Read for FileReader<'_> {
                 self.refill().map_err(io::Error::other)?;
                 continue;
             }
-            // The end: the whole file must be what the manifest says,
-            // before tar pads it and moves on.
-            if self.read != self.size || Hash(*self.hasher.finalize().as_bytes()) != self.want {
-                return Err(io::Error::other(Error::Refused(format!(
-                    "{}: the file's chunks do not add up to its recorded size and hash; the \
-                     archive is incomplete",
-                    self.path
-                ))));
+            // An empty file has no window: it is checked here.
+            if self.refs.is_empty() {
+                self.check_whole().map_err(io::Error::other)?;
             }
             return Ok(0);
         }
