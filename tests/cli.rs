@@ -1387,3 +1387,124 @@ fn dump_writes_a_new_archive_or_a_stream_and_nothing_on_damage() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// The old script's archive of a node directory (`.score_data` and
+/// `.storage`, the block database's directory renamed to CHANGEIP).
+fn old_script_archive(root: &Path, out: &Path) {
+    let st = std::process::Command::new("tar")
+        .arg("-zcf")
+        .arg(out)
+        .arg("--xform=s|.storage/db_10.0.0.7:7100_icon_dex|.storage/db_CHANGEIP:7100_icon_dex|")
+        .args([".score_data", ".storage"])
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn import_the_old_scripts_archives_from_a_directory_and_from_s3() {
+    let s = Setup::new();
+    let archives = s.dir.path().join("Backup");
+    std::fs::create_dir_all(&archives).unwrap();
+    let first = archives.join("PRep_BH10_data-20240101_0000.tar.gz");
+    old_script_archive(&s.source(), &first);
+    common::advance(&s.source(), 50);
+    let second = archives.join("PRep_BH60_data-20240102_0000.tar.gz");
+    old_script_archive(&s.source(), &second);
+    std::fs::write(archives.join("backup_list"), "not an archive\n").unwrap();
+
+    let out = blocksnap(&s.repo())
+        .args(["import", "--json", "--host", "prep-1", "--tar"])
+        .arg(&archives)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports = json(&out.stdout);
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["height"], 10);
+    assert_eq!(reports[1]["height"], 60);
+    // The second archive shares most of its tables with the first.
+    let new = |i: usize| reports[i]["new_stored_bytes"].as_u64().unwrap();
+    assert!(new(1) < new(0), "{reports:?}");
+    // Re-run: nothing to do.
+    blocksnap(&s.repo())
+        .args(["import", "--host", "prep-1", "--tar"])
+        .arg(&archives)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "height 60 is imported already; skipped",
+        ));
+    // The imported history continues into the node's own snapshots: its
+    // first snapshot stores only what changed since the last archive.
+    let out = blocksnap(&s.repo())
+        .args(["snapshot", "--json", "--host", "prep-1", "--height", "61"])
+        .args(["--include", ".score_data", "--include", ".storage"])
+        .args(["--source"])
+        .arg(s.source())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out.stdout)["new_chunks"], 0);
+    // One archive without a name to read: --height and --time are needed.
+    blocksnap(&s.repo())
+        .args(["import", "--tar", "-"])
+        .write_stdin(std::fs::read(&first).unwrap())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no --height given"));
+
+    // From a bucket, read a range at a time.
+    let Some(server) = s3server::S3Server::s3s_fs(&s.dir.path().join("s3")) else {
+        return;
+    };
+    let bucket = blocksnap_s3::S3Store::open(&blocksnap_s3::S3Options {
+        bucket: s3server::BUCKET.into(),
+        prefix: "icon-leveldb-backup/PRep/20240102/".into(),
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        auth: blocksnap_s3::Auth::Required,
+        credentials: Some((s3server::ACCESS_KEY.into(), s3server::SECRET_KEY.into())),
+        ..Default::default()
+    })
+    .unwrap();
+    use blocksnap::store::Store;
+    let name = "PRep_BH60_data-20240102_0000.tar.gz";
+    assert!(bucket
+        .put_if_absent(name, &std::fs::read(&second).unwrap())
+        .unwrap());
+    let other = s.dir.path().join("repo2");
+    blocksnap(&other).arg("init").assert().success();
+    let out = blocksnap(&other)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", s3server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3server::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("BLOCKSNAP_S3_ENDPOINT", &server.endpoint)
+        .args(["import", "--json", "--host", "prep-1", "--tar"])
+        .arg(format!(
+            "s3://{}/icon-leveldb-backup/PRep/20240102/{name}",
+            s3server::BUCKET
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_s3 = json(&out.stdout);
+    assert_eq!(from_s3[0]["height"], 60);
+    assert_eq!(from_s3[0]["files"], reports[1]["files"]);
+    assert_eq!(from_s3[0]["logical_bytes"], reports[1]["logical_bytes"]);
+}

@@ -80,6 +80,10 @@ enum Command {
     /// Write a snapshot as one tar archive (plain, gzip or zstd) laid out
     /// as the node's data directory, to a new file or standard output.
     Dump(commands::dump::Args),
+    /// Commit tarballs as snapshots without extracting them: one archive
+    /// (file, stdin, s3://), or a directory or prefix of the old backup
+    /// script's archives in height order.
+    Import(commands::import::Args),
     /// Forget snapshots by a retention policy (per history: host and
     /// source), or by name. Their chunks stay until `prune`.
     Forget(commands::forget::Args),
@@ -232,6 +236,7 @@ fn run(command: Command) -> Result<Done> {
         }
         Command::Man(args) => commands::man::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Dump(args) => commands::dump::run(args),
+        Command::Import(args) => commands::import::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => commands::demo::run(args),
     }

@@ -45,6 +45,19 @@ pub(crate) fn open_s3(
     access: Access,
     jobs: usize,
 ) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(s3_store(arg, bucket, prefix, access, jobs)?))
+}
+
+/// The S3 store at `bucket`/`prefix`, with the endpoint, region and
+/// credentials options of `arg`.
+#[cfg(feature = "s3")]
+pub(crate) fn s3_store(
+    arg: &RepoArg,
+    bucket: String,
+    prefix: String,
+    access: Access,
+    jobs: usize,
+) -> Result<blocksnap_s3::S3Store> {
     use blocksnap_s3::{Auth, S3Options, S3Store};
     let opts = S3Options {
         bucket,
@@ -74,7 +87,7 @@ pub(crate) fn open_s3(
             opts.url()
         );
     }
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 #[cfg(not(feature = "s3"))]

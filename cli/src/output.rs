@@ -180,6 +180,47 @@ impl Out {
         print_requests(r.requests);
     }
 
+    pub fn import(&self, name: &str, r: &blocksnap::import::ImportReport) {
+        if self.json {
+            return;
+        }
+        say!(
+            "{name}: snapshot {} at height {}: {} files, {} ({:?} archive of {}), {:.2}s",
+            &r.snapshot[..12],
+            r.height,
+            r.files,
+            HumanBytes(r.logical_bytes),
+            r.compression,
+            HumanBytes(r.archive_bytes),
+            r.duration.as_secs_f64()
+        );
+        say!(
+            "  added {} new chunks ({} stored), reused {} chunk references",
+            r.new_chunks,
+            HumanBytes(r.new_stored_bytes),
+            r.reused_chunk_refs
+        );
+        if let Some(ip) = r.normalised_ip {
+            say!(
+                "  node address {ip} stored as {}",
+                blocksnap::ipnorm::PLACEHOLDER
+            );
+        }
+    }
+
+    pub fn import_skipped(&self, name: &str, height: u64) {
+        if !self.json {
+            say!("{name}: height {height} is imported already; skipped");
+        }
+    }
+
+    /// With --json, every import's report at the end (one array).
+    pub fn imports(&self, reports: &[blocksnap::import::ImportReport]) {
+        if self.json {
+            self.emit(json!(reports));
+        }
+    }
+
     pub fn staged_snapshot(&self, r: &SnapshotReport, s: &StageReport) {
         if self.json {
             let mut v = snapshot_json(r);

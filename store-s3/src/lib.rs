@@ -266,6 +266,64 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Bytes `offset..offset + len` of the object `key` (fewer at its
+    /// end): for reading large objects (an archive to import) a part at a
+    /// time. A body of another length than the server declared is retried.
+    pub fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let object = self.object_key(key);
+        let range = format!("bytes={}-{}", offset, offset + len - 1);
+        self.run(Op::Get, key, || {
+            let req = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .range(&range);
+            async move {
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => return retry::classify(&e).into_attempt(),
+                };
+                let declared = resp.content_length().unwrap_or(-1);
+                if declared < 0 || declared as u64 > len {
+                    return Attempt::Retry(format!(
+                        "a range of {len} bytes answered with Content-Length {declared}"
+                    ));
+                }
+                let declared = declared as u64;
+                let mut body = resp.body;
+                let mut bytes = Vec::with_capacity(declared as usize);
+                loop {
+                    match body.next().await {
+                        Some(Ok(part)) if bytes.len() + part.len() <= declared as usize => {
+                            bytes.extend_from_slice(&part)
+                        }
+                        Some(Ok(_)) => {
+                            return Attempt::Retry(format!(
+                                "body longer than its Content-Length ({declared})"
+                            ))
+                        }
+                        Some(Err(e)) => return Attempt::Retry(format!("reading the body: {e}")),
+                        None => break,
+                    }
+                }
+                if bytes.len() as u64 != declared {
+                    Attempt::Retry(format!(
+                        "body of {} bytes, Content-Length said {declared}",
+                        bytes.len()
+                    ))
+                } else {
+                    Attempt::Done(bytes)
+                }
+            }
+        })
+    }
+}
+
 impl Store for S3Store {
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         let object = self.object_key(key);

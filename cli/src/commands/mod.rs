@@ -9,6 +9,7 @@ pub(crate) mod diff;
 pub(crate) mod dump;
 pub(crate) mod forget;
 pub(crate) mod generate;
+pub(crate) mod import;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod list;

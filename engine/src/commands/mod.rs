@@ -10,6 +10,7 @@ pub mod copy;
 pub mod demo;
 pub mod dump;
 pub mod forget;
+pub mod import;
 pub mod list;
 /// Generated ICON-layout node data with real LSM databases: the `generate`
 /// command, the demo, the tests and benchmarks.

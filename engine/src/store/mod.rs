@@ -24,6 +24,7 @@ pub mod limited;
 pub mod local;
 pub mod location;
 pub mod memory;
+pub mod ranged;
 
 use crate::error::{Error, Result};
 use crate::format::FormatError;

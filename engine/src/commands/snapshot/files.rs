@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use super::upload::{Stopped, Uploads};
+use super::upload::{Outcome, Stopped, Uploads};
 use crate::chunking;
 use crate::commands::snapshot::cache::{ChunkIndex, FileRecord, LocalState, Stat};
 use crate::error::{Error, Result};
@@ -135,48 +135,18 @@ pub(super) fn store_files(
             )
             .collect::<Result<HashMap<_, _>>>()
     };
-    let files = std::thread::scope(|s| {
-        for _ in 0..putters {
-            s.spawn(|| writer.uploads.run());
-        }
-        let files = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(work)))
-            .unwrap_or_else(|panic| {
-                // Put threads must not wait for a close that never comes.
-                writer.uploads.stop();
-                std::panic::resume_unwind(panic)
-            });
-        match &files {
-            Ok(_) => writer.uploads.close(),
-            Err(_) => writer.uploads.stop(),
-        }
-        files
-    });
-    let ChunkWriter {
-        uploads,
-        bytes_read,
-        ..
-    } = owned;
-    // A failed put is the cause of whatever the workers then met.
-    let outcome = uploads.finish()?;
+    let files = owned.run(putters, || pool.install(work));
+    let (outcome, bytes_read) = owned.finish()?;
     let mut files = files?;
-    if !outcome.sizes.is_empty() {
-        for r in files.values_mut() {
-            let records = r.record.iter_mut().flat_map(|rec| rec.chunks.iter_mut());
-            for c in r.chunks.iter_mut().chain(records) {
-                if let Some(&n) = outcome.sizes.get(&c.id) {
-                    c.stored_len = u32::try_from(n).map_err(|_| Error::Format {
-                        key: layout::chunk_key(&c.id),
-                        cause: FormatError::corrupt(format!("stored object of {n} bytes")),
-                    })?;
-                }
-            }
-        }
+    for r in files.values_mut() {
+        let records = r.record.iter_mut().flat_map(|rec| rec.chunks.iter_mut());
+        outcome.fix_sizes(r.chunks.iter_mut().chain(records))?;
     }
     Ok(Stored {
         files,
         new_chunks: outcome.new_chunks,
         new_bytes: outcome.new_bytes,
-        bytes_read: bytes_read.into_inner(),
+        bytes_read,
     })
 }
 
@@ -193,7 +163,7 @@ pub(super) struct FileResult {
 /// Stores chunks once: remembers what this snapshot has seen, and hands
 /// the chunks it has to store to [`Uploads`], so that workers chunk and
 /// compress while the store writes.
-pub(super) struct ChunkWriter<'r> {
+pub(crate) struct ChunkWriter<'r> {
     repo: &'r Repository,
     index: ChunkIndex,
     /// Chunks this snapshot has met: being compressed by a worker, or
@@ -211,7 +181,7 @@ pub(super) struct ChunkWriter<'r> {
 const UPLOAD_BUDGET: u64 = 32 << 20;
 
 impl<'r> ChunkWriter<'r> {
-    pub(super) fn new(repo: &'r Repository, index: ChunkIndex) -> Self {
+    pub(crate) fn new(repo: &'r Repository, index: ChunkIndex) -> Self {
         ChunkWriter {
             repo,
             index,
@@ -222,9 +192,45 @@ impl<'r> ChunkWriter<'r> {
         }
     }
 
+    /// Runs `work` (which calls [`ChunkWriter::put`]) while `putters`
+    /// threads put what it hands over, and returns what `work` returned.
+    /// Call [`ChunkWriter::finish`] before looking at it: a failed put is
+    /// the cause of whatever `work` then met.
+    pub(crate) fn run<T>(&self, putters: usize, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::thread::scope(|s| {
+            for _ in 0..putters {
+                s.spawn(|| self.uploads.run());
+            }
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(
+                |panic| {
+                    // Put threads must not wait for a close that never comes.
+                    self.uploads.stop();
+                    std::panic::resume_unwind(panic)
+                },
+            );
+            match &out {
+                Ok(_) => self.uploads.close(),
+                Err(_) => self.uploads.stop(),
+            }
+            out
+        })
+    }
+
+    /// After [`ChunkWriter::run`]: the first failed put, or what the puts
+    /// did and the bytes counted as read.
+    pub(crate) fn finish(self) -> Result<(Outcome, u64)> {
+        let outcome = self.uploads.finish()?;
+        Ok((outcome, self.bytes_read.into_inner()))
+    }
+
+    /// Counts bytes read from the source (for the report).
+    pub(crate) fn count_read(&self, bytes: u64) {
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// The stored length of the chunk as this snapshot records it, handing
     /// the chunk to the uploads if the store may lack it.
-    fn put(
+    pub(crate) fn put(
         &self,
         data: &[u8],
         id: ChunkId,
@@ -404,7 +410,7 @@ fn store_file(
         }
     }
     let read: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-    writer.bytes_read.fetch_add(read, Ordering::Relaxed);
+    writer.count_read(read);
     // The inode read must not have changed, and the name must still be it.
     let after = Meta::of(&file).map_err(Error::io("stat", &f.abs))?;
     check_unchanged(&f.abs, &before, &after)?;

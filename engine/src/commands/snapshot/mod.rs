@@ -27,8 +27,8 @@ pub mod stage;
 mod upload;
 
 mod options;
-pub(crate) use self::files::RACY;
-use self::files::{store_files, ChunkWriter};
+use self::files::store_files;
+pub(crate) use self::files::{ChunkWriter, RACY};
 pub use self::options::{
     Item, SnapshotOptions, SnapshotPlan, SnapshotReport, StagedView, MIN_PUTTERS,
 };
@@ -318,46 +318,26 @@ pub fn execute(
         });
     }
 
-    let host = if opts.host.is_empty() {
-        crate::repo::this_host()
-    } else {
-        opts.host.clone()
-    };
-    let parent = previous_of(repo, &snapshots, &host, &plan.label)?;
-    let mut stats = Stats {
-        new_chunks: stored.new_chunks,
-        new_stored_bytes: stored.new_bytes,
-        ..Stats::default()
-    };
-    for (_, size, _, chunks) in entries.iter().filter_map(file_of) {
-        stats.files += 1;
-        stats.logical_bytes += size;
-        stats.chunk_refs += chunks.len() as u64;
-    }
-    let manifest = Manifest {
+    let head = Header {
         height: opts.height,
         created_unix_ns: opts.created_unix_ns.unwrap_or_else(now_unix_ns),
         source: plan.label.clone(),
-        host,
+        host: opts.host.clone(),
         tags: opts.tags.clone(),
-        parent,
-        chunker: repo.config().chunker,
-        zstd_level: repo.config().zstd_level,
         warnings: fit_warnings(&warnings),
-        stats: stats.clone(),
-        entries,
+        new_chunks: stored.new_chunks,
+        new_bytes: stored.new_bytes,
+        check_tree: false,
     };
-    interrupt::check()?;
-    if let Some(signer) = &opts.signer {
-        let bytes = manifest.encode();
-        let key = SnapshotKey {
-            height: manifest.height,
-            created_unix_ns: manifest.created_unix_ns,
-            id: Hash::of(&bytes),
-        };
-        signer.sign_snapshot(&**repo.store(), &key, &bytes)?;
-    }
-    let key = repo.commit(&manifest, &session)?;
+    let (key, manifest) = commit(
+        repo,
+        &session,
+        &snapshots,
+        head,
+        entries,
+        opts.signer.as_deref(),
+    )?;
+    let stats = manifest.stats.clone();
     if let Some(s) = state {
         let chunks = manifest
             .files()
@@ -393,6 +373,84 @@ pub fn execute(
     })
 }
 
+/// What a new snapshot's manifest says besides its entries and what
+/// follows from them.
+pub(crate) struct Header {
+    pub height: u64,
+    pub created_unix_ns: u64,
+    pub source: String,
+    /// Empty: this machine's host name.
+    pub host: String,
+    pub tags: Vec<String>,
+    pub warnings: Vec<String>,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    /// Refuse the snapshot unless a restore would accept its tree (names,
+    /// duplicates, kinds of parents, symlinks): for trees that were not
+    /// walked and checked on disk (an imported archive).
+    pub check_tree: bool,
+}
+
+/// Commits a snapshot of `entries` (every chunk they name is stored):
+/// the manifest with its parent in the history and its statistics, signed
+/// first when `signer` is given. `snapshots` is the listing taken when
+/// `session` began.
+pub(crate) fn commit(
+    repo: &Repository,
+    session: &crate::repo::WriteSession,
+    snapshots: &[SnapshotKey],
+    head: Header,
+    entries: Vec<Entry>,
+    signer: Option<&crate::repo::sign::Signer>,
+) -> Result<(SnapshotKey, Manifest)> {
+    let host = if head.host.is_empty() {
+        crate::repo::this_host()
+    } else {
+        head.host
+    };
+    let parent = previous_of(repo, snapshots, &host, &head.source)?;
+    let mut stats = Stats {
+        new_chunks: head.new_chunks,
+        new_stored_bytes: head.new_bytes,
+        ..Stats::default()
+    };
+    for (_, size, _, chunks) in entries.iter().filter_map(file_of) {
+        stats.files += 1;
+        stats.logical_bytes += size;
+        stats.chunk_refs += chunks.len() as u64;
+    }
+    let manifest = Manifest {
+        height: head.height,
+        created_unix_ns: head.created_unix_ns,
+        source: head.source,
+        host,
+        tags: head.tags,
+        parent,
+        chunker: repo.config().chunker,
+        zstd_level: repo.config().zstd_level,
+        warnings: head.warnings,
+        stats,
+        entries,
+    };
+    interrupt::check()?;
+    if signer.is_some() || head.check_tree {
+        let bytes = manifest.encode();
+        let key = SnapshotKey {
+            height: manifest.height,
+            created_unix_ns: manifest.created_unix_ns,
+            id: Hash::of(&bytes),
+        };
+        if head.check_tree {
+            crate::commands::restore::checked_paths(&key, &manifest, None)?;
+        }
+        if let Some(signer) = signer {
+            signer.sign_snapshot(&**repo.store(), &key, &bytes)?;
+        }
+    }
+    let key = repo.commit(&manifest, session)?;
+    Ok((key, manifest))
+}
+
 fn file_of(e: &Entry) -> Option<(&Entry, u64, &Hash, &[ChunkRef])> {
     match &e.kind {
         EntryKind::File { size, hash, chunks } => Some((e, *size, hash, chunks.as_slice())),
@@ -402,7 +460,7 @@ fn file_of(e: &Entry) -> Option<(&Entry, u64, &Hash, &[ChunkRef])> {
 
 /// Warnings as the format allows them: at most [`limits::MAX_WARNINGS`],
 /// each at most [`limits::MAX_LABEL_BYTES`] bytes.
-fn fit_warnings(warnings: &[String]) -> Vec<String> {
+pub(crate) fn fit_warnings(warnings: &[String]) -> Vec<String> {
     let max = limits::MAX_LABEL_BYTES as usize;
     let fit = |w: &str| -> String {
         if w.len() <= max {

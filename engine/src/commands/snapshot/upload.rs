@@ -22,6 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::format::layout;
+use crate::format::manifest::ChunkRef;
+use crate::format::FormatError;
 use crate::id::ChunkId;
 use crate::store::Store;
 
@@ -79,6 +82,25 @@ pub(crate) struct Outcome {
     /// Chunks another writer had stored, at a size other than the one this
     /// writer encoded: the size to record.
     pub sizes: HashMap<ChunkId, u64>,
+}
+
+impl Outcome {
+    /// Records in `chunks` the stored length of those another writer had
+    /// stored at another size.
+    pub fn fix_sizes<'c>(&self, chunks: impl Iterator<Item = &'c mut ChunkRef>) -> Result<()> {
+        if self.sizes.is_empty() {
+            return Ok(());
+        }
+        for c in chunks {
+            if let Some(&n) = self.sizes.get(&c.id) {
+                c.stored_len = u32::try_from(n).map_err(|_| Error::Format {
+                    key: layout::chunk_key(&c.id),
+                    cause: FormatError::corrupt(format!("stored object of {n} bytes")),
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<'s> Uploads<'s> {
