@@ -84,6 +84,10 @@ enum Command {
     /// (file, stdin, s3://), or a directory or prefix of the old backup
     /// script's archives in height order.
     Import(commands::import::Args),
+    /// Publish the repository's index, through which a static web server
+    /// or CDN serving the repository's files is read (`--repo
+    /// https://…`); every writer keeps it current from then on.
+    Index(commands::index::Args),
     /// Forget snapshots by a retention policy (per history: host and
     /// source), or by name. Their chunks stay until `prune`.
     Forget(commands::forget::Args),
@@ -237,6 +241,7 @@ fn run(command: Command) -> Result<Done> {
         Command::Man(args) => commands::man::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Dump(args) => commands::dump::run(args),
         Command::Import(args) => commands::import::run(args),
+        Command::Index(args) => commands::index::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => commands::demo::run(args),
     }

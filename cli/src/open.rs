@@ -34,6 +34,14 @@ pub(crate) fn open_unlimited(arg: &RepoArg, access: Access, jobs: usize) -> Resu
             Ok(Arc::new(CountingStore::new(LocalStore::open(path))))
         }
         Location::S3 { bucket, prefix } => open_s3(arg, bucket, prefix, access, jobs),
+        Location::Http(url) => {
+            if access == Access::Write {
+                bail!("{url} is a read-only mirror: write to the repository itself");
+            }
+            Ok(Arc::new(CountingStore::new(
+                blocksnap::store::http::HttpStore::open(&url, jobs)?,
+            )))
+        }
     }
 }
 

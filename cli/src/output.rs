@@ -208,6 +208,49 @@ impl Out {
         }
     }
 
+    pub fn index(&self, location: &str, index: &blocksnap::format::index::Index) {
+        let snapshots = index
+            .under(blocksnap::format::layout::SNAPSHOTS_PREFIX)
+            .count();
+        if self.json {
+            self.emit(json!({
+                "repo": location, "objects": index.objects.len(), "snapshots": snapshots,
+                "created_unix_ns": index.created_unix_ns,
+            }));
+        } else {
+            say!(
+                "published the index of {location}: {} objects ({snapshots} snapshots); a mirror \
+                 of the repository's files can now be read with --repo https://…",
+                index.objects.len()
+            );
+        }
+    }
+
+    /// After a listing through a mirror: how old its index is.
+    pub fn mirror_index(&self, index: &blocksnap::repo::MirrorIndex) {
+        if self.json {
+            // The listing is the JSON document; this goes to stderr.
+            eprintln!(
+                "{}",
+                serde_json::to_string(&json!({"mirror_index": index}))
+                    .expect("JSON values serialise")
+            );
+            return;
+        }
+        let age = blocksnap::repo::now_unix_ns().saturating_sub(index.created_unix_ns);
+        let signed = match (index.trusted_by, index.signed) {
+            (Some(k), _) => format!(", signed by trusted key {k}"),
+            (None, true) => ", signed (give --trust to check it)".into(),
+            (None, false) => ", unsigned".into(),
+        };
+        say!(
+            "mirror index written {} ({} ago), {} objects{signed}; snapshots taken since are not listed until the mirror serves a newer index",
+            time(index.created_unix_ns),
+            indicatif::HumanDuration(std::time::Duration::from_nanos(age)),
+            index.objects
+        );
+    }
+
     pub fn import_skipped(&self, name: &str, height: u64) {
         if !self.json {
             say!("{name}: height {height} is imported already; skipped");

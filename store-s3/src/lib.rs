@@ -407,6 +407,11 @@ impl Store for S3Store {
         Ok(self.put_plain(key, bytes, false)? == PutOutcome::Written)
     }
 
+    fn put_replace(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        self.put_plain(key, &body, false).map(|_| ())
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>> {
         let object = self.object_key(key);
         let r = self.run(Op::Head, key, || {

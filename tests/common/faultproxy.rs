@@ -33,6 +33,10 @@ struct Stats {
     /// A request-line fragment: the first PUT that contains it reaches the
     /// server with one body byte flipped (damage in transit).
     corrupt_first_put: std::sync::Mutex<Option<String>>,
+    /// (from, to, times): the next `times` GETs whose request line
+    /// contains `from` are forwarded for `to` instead (the body of another
+    /// key).
+    swap_gets: std::sync::Mutex<Option<(String, String, u32)>>,
 }
 
 impl FaultProxy {
@@ -74,6 +78,13 @@ impl FaultProxy {
     /// contains `fragment` on its way to the server.
     pub fn corrupt_first_put(&self, fragment: &str) {
         *self.stats.corrupt_first_put.lock().unwrap() = Some(fragment.to_string());
+    }
+
+    /// Answers the next `times` GETs whose request line contains `from`
+    /// with the object `to` names (a mirror or cache that serves another
+    /// key's body).
+    pub fn swap_gets(&self, from: &str, to: &str, times: u32) {
+        *self.stats.swap_gets.lock().unwrap() = Some((from.to_string(), to.to_string(), times));
     }
 
     /// Requests that carried a signature (an `Authorization` header or a
@@ -221,6 +232,18 @@ fn serve(client: TcpStream, upstream: SocketAddr, percent: u64, stats: &Stats) -
             hit
         };
         let mut request = request;
+        if method == "GET" {
+            let mut target = stats.swap_gets.lock().unwrap();
+            if let Some((from, to, times)) = target
+                .clone()
+                .filter(|(f, _, n)| *n > 0 && request_line.contains(f.as_str()))
+            {
+                *target = Some((from.clone(), to.clone(), times - 1));
+                stats.faults.fetch_add(1, Ordering::Relaxed);
+                let head = String::from_utf8_lossy(&request.head).replacen(&from, &to, 1);
+                request.head = head.into_bytes();
+            }
+        }
         if corrupt && !request.body.is_empty() {
             stats.faults.fetch_add(1, Ordering::Relaxed);
             let mid = request.body.len() / 2;

@@ -6,6 +6,7 @@ pub mod faultproxy;
 pub mod faults;
 pub mod gated;
 pub mod s3server;
+pub mod webserver;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -26,7 +26,7 @@ pub struct S3Server {
     pub root: Option<PathBuf>,
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 

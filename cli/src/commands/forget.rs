@@ -95,7 +95,9 @@ pub fn run(args: Args) -> Result<Done> {
     } = args;
     let signer = sign.load()?;
     let trust = trust.load()?;
-    let r = open_cached(&repo, Access::Write, 0, &cache)?.with_trust(trust.clone());
+    let r = open_cached(&repo, Access::Write, 0, &cache)?
+        .with_trust(trust.clone())
+        .with_signer(signer.clone());
     let named = snapshots
         .iter()
         .map(|s| s.parse::<Selector>())

@@ -115,7 +115,7 @@ impl Archive {
 
 pub fn run(args: Args) -> Result<Done> {
     let signer = args.sign.load()?;
-    let r = open_repo(&args.repo, Access::Write, args.jobs)?;
+    let r = open_repo(&args.repo, Access::Write, args.jobs)?.with_signer(signer.clone());
     let ip = args.ip.as_deref().map(ipnorm::parse_ip).transpose()?;
     let (archives, many) = archives(&args)?;
     if many && (args.height.is_some() || args.time.is_some()) {

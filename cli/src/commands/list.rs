@@ -34,7 +34,11 @@ pub fn run(args: Args) -> Result<Done> {
     } = args;
     let trust = trust.load()?;
     let r = open_cached(&repo, Access::Read, 0, &cache)?.with_trust(trust.clone());
-    Out::new(json.json).list(&list::list(&r, host.as_deref(), trust.as_deref())?);
+    let out = Out::new(json.json);
+    out.list(&list::list(&r, host.as_deref(), trust.as_deref())?);
+    if let Some(index) = r.mirror_index()? {
+        out.mirror_index(&index);
+    }
     if let Some(c) = r.store().request_counts() {
         tracing::info!(
             "store requests: GET {}, HEAD {}, LIST {} ({} retries)",

@@ -10,6 +10,7 @@ pub(crate) mod dump;
 pub(crate) mod forget;
 pub(crate) mod generate;
 pub(crate) mod import;
+pub(crate) mod index;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod list;

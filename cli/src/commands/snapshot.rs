@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<Done> {
     } = args;
     // A bad key is found before anything is read or stopped.
     let signer = sign.load()?;
-    let r = open_repo(&repo, Access::Write, jobs)?;
+    let r = open_repo(&repo, Access::Write, jobs)?.with_signer(signer.clone());
     let ip = ip.as_deref().map(ipnorm::parse_ip).transpose()?;
     let runner = command::Runner {
         timeout: std::time::Duration::from_secs(cmd_timeout),

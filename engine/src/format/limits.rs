@@ -38,3 +38,8 @@ pub const MAX_RECORD_BYTES: u64 = 64 << 10;
 /// Largest prune plan: 8 M chunk ids; a prune that condemns more writes
 /// several plans.
 pub const MAX_PLAN_BYTES: u64 = 256 << 20;
+
+/// Largest repository index (FORMAT.md §12), and the most objects it may
+/// name: a million snapshots, records and signatures.
+pub const MAX_INDEX_BYTES: u64 = 128 << 20;
+pub const MAX_INDEX_OBJECTS: u64 = 1_000_000;

@@ -14,6 +14,7 @@ pub mod chunk;
 pub mod config;
 pub mod envelope;
 pub mod forget;
+pub mod index;
 pub mod layout;
 pub mod limits;
 pub mod manifest;

@@ -2,6 +2,8 @@
 //! shares — finding snapshots, loading and checking manifests and chunks,
 //! and committing a manifest.
 
+mod index;
+pub use self::index::MirrorIndex;
 pub mod sign;
 pub mod trusted;
 
@@ -48,6 +50,9 @@ pub struct Repository {
     /// The keys whose signatures this handle believes (`--trust`): a forget
     /// record counts only when one of them signed it.
     trust: Option<Arc<Trust>>,
+    /// The key a writer signs the repository's index with when it rewrites
+    /// it (its `--sign` key).
+    signer: Option<Arc<sign::Signer>>,
 }
 
 /// The snapshots with their manifest objects' sizes, and the strays.
@@ -164,6 +169,7 @@ impl Repository {
             config,
             manifest_cache: None,
             trust: None,
+            signer: None,
         })
     }
 
@@ -182,6 +188,7 @@ impl Repository {
             config,
             manifest_cache: None,
             trust: None,
+            signer: None,
         })
     }
 
@@ -199,6 +206,12 @@ impl Repository {
         self
     }
 
+    /// Signs the index this handle rewrites after its writes with `signer`.
+    pub fn with_signer(mut self, signer: Option<Arc<sign::Signer>>) -> Repository {
+        self.signer = signer;
+        self
+    }
+
     pub fn trust(&self) -> Option<&Arc<Trust>> {
         self.trust.as_ref()
     }
@@ -208,6 +221,11 @@ impl Repository {
     /// listed manifest (a forget that raced a late commit, or a planted
     /// record), which is rare.
     pub fn view(&self) -> Result<SnapshotView> {
+        // Through a mirror, with trusted keys: the index the listings come
+        // from must be signed by one (FORMAT.md §15).
+        if self.trust.is_some() {
+            self.mirror_index()?;
+        }
         let (listed, strays) = self.snapshot_listing()?;
         let records: HashSet<Hash> = self
             .store
@@ -505,7 +523,20 @@ impl Repository {
     /// and, when there is a cache, keeps it there.
     pub fn fetch_manifest(&self, key: &SnapshotKey) -> Result<Manifest> {
         let name = key.key();
-        let bytes = self.store.get(&name, MAX_MANIFEST_OBJECT)?;
+        let bytes = self.store.get(&name, MAX_MANIFEST_OBJECT).map_err(|e| {
+            // A mirror's listings come from its index: a snapshot it names
+            // and does not serve was forgotten (and pruned) since the index
+            // was written, or the mirror is behind the index.
+            match e.is_missing() && !self.store.lists_chunks() {
+                true => Error::Refused(format!(
+                    "{}: the mirror's index names snapshot {name}, which the mirror does not \
+                     serve: its index is stale (the snapshot was forgotten since, or the \
+                     mirror is part-way through an update); try again later or a newer snapshot",
+                    self.store.location()
+                )),
+                false => e,
+            }
+        })?;
         let m = self.check_manifest(key, &bytes)?;
         if let Some(dir) = &self.manifest_cache {
             // Best effort: a cache only saves requests.
@@ -828,6 +859,7 @@ impl Repository {
         // Done; what is left is tidying a later prune would also do.
         let _ = self.store.delete(&pending);
         let _ = self.store.delete(&fate);
+        self.refresh_index();
         Ok(key)
     }
 

@@ -165,6 +165,25 @@ fn check_signature(
     subject: &Subject,
     object: &[u8],
 ) -> std::result::Result<(), String> {
+    check_comment(bytes, kid, pk, &subject.comment(), subject.what(), object)
+}
+
+/// The trusted comment of a repository index's embedded signature
+/// (FORMAT.md §15): the index and its creation time.
+pub fn index_comment(created_unix_ns: u64) -> String {
+    format!("blocksnap index created {created_unix_ns}")
+}
+
+/// [`check_signature`] for a signature whose trusted comment must be
+/// exactly `expected` (`what` names it in messages).
+fn check_comment(
+    bytes: &[u8],
+    kid: KeyId,
+    pk: &minisign::PublicKey,
+    expected: &str,
+    what: &str,
+    object: &[u8],
+) -> std::result::Result<(), String> {
     let sig = decode(bytes).map_err(|e| e.to_string())?;
     if KeyId::from_slice(sig.keynum()) != Some(kid) {
         return Err(format!("made by key {:?}, not {kid}", sig.keynum()));
@@ -172,11 +191,9 @@ fn check_signature(
     minisign::verify(pk, &sig, Cursor::new(object), true, false, false)
         .map_err(|e| e.to_string())?;
     let comment = sig.trusted_comment().map_err(|e| e.to_string())?;
-    let expected = subject.comment();
     if comment != expected {
         return Err(format!(
-            "it signs {comment:?}, not this {} ({expected:?})",
-            subject.what()
+            "it signs {comment:?}, not this {what} ({expected:?})"
         ));
     }
     Ok(())
@@ -511,6 +528,27 @@ impl Trust {
             }
         }
         verdict
+    }
+
+    /// Checks a signature embedded in the object it signs (a repository
+    /// index): made by a trusted key, over `object`, with the trusted
+    /// comment `expected`. Returns the key.
+    pub fn check_embedded(
+        &self,
+        signature: &[u8],
+        object: &[u8],
+        expected: &str,
+        what: &str,
+    ) -> std::result::Result<KeyId, String> {
+        let sig = decode(signature).map_err(|e| e.to_string())?;
+        let kid = KeyId::from_slice(sig.keynum())
+            .ok_or_else(|| "a signature without a key id".to_string())?;
+        let pk = self
+            .keys
+            .get(&kid)
+            .ok_or_else(|| format!("signed by key {kid}, which is not trusted"))?;
+        check_comment(signature, kid, pk, expected, what, object)?;
+        Ok(kid)
     }
 
     /// Whether any trusted key has a signature object listed for

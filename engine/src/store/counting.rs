@@ -79,7 +79,7 @@ impl<S: Store> CountingStore<S> {
 }
 
 impl<S: Store> Store for CountingStore<S> {
-    super::forward_store!(inner: remove_stale_writes, flush, location, parallelism);
+    super::forward_store!(inner: put_replace, lists_chunks, published_index, remove_stale_writes, flush, location, parallelism);
 
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         self.gets.fetch_add(1, Ordering::Relaxed);

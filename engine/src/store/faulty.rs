@@ -39,7 +39,7 @@ impl<S: Store> FaultyStore<S> {
 }
 
 impl<S: Store> Store for FaultyStore<S> {
-    super::forward_store!(inner: size, list, delete, delete_many, remove_stale_writes, flush, location, parallelism, request_counts);
+    super::forward_store!(inner: put_replace, lists_chunks, published_index, size, list, delete, delete_many, remove_stale_writes, flush, location, parallelism, request_counts);
 
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         Self::spend(&self.gets_left, "get", key)?;

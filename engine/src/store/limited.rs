@@ -87,7 +87,7 @@ impl<S: Store> LimitedStore<S> {
 }
 
 impl<S: Store> Store for LimitedStore<S> {
-    super::forward_store!(inner: size, list, delete, delete_many, remove_stale_writes, flush, location, parallelism, request_counts);
+    super::forward_store!(inner: put_replace, lists_chunks, published_index, size, list, delete, delete_many, remove_stale_writes, flush, location, parallelism, request_counts);
 
     fn get(&self, key: &str, max_len: u64) -> Result<Vec<u8>> {
         let bytes = self.inner.get(key, max_len)?;

@@ -249,6 +249,26 @@ impl Store for LocalStore {
         }
     }
 
+    fn put_replace(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let (dir, name) = split(key);
+        let tmp = self
+            .make_dir(TMP_DIR)
+            .map_err(Self::store_err("create tmp dir for", key))?;
+        let target = self
+            .make_dir(dir)
+            .map_err(Self::store_err("create directory for", key))?;
+        let tmp_name = self.write_tmp(&tmp, key, bytes)?;
+        // The temp file is whole and synced: readers see the old object or
+        // the new one, never a part.
+        let renamed = tmp.rename(&tmp_name, &target, name, true);
+        if renamed.is_err() {
+            let _ = tmp.unlink(&tmp_name);
+        }
+        renamed.map_err(Self::store_err("replace", key))?;
+        self.dirty(dir);
+        Ok(())
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>> {
         if in_tmp(key) {
             return Ok(None);

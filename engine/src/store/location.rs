@@ -17,6 +17,8 @@ pub enum Location {
         bucket: String,
         prefix: String,
     },
+    /// A static mirror: `https://…` or `http://…`, read-only.
+    Http(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,9 +47,15 @@ impl FromStr for Location {
         let Some((scheme, rest)) = s.split_once("://") else {
             return Ok(Location::Local(PathBuf::from(s)));
         };
+        if scheme == "https" || scheme == "http" {
+            if rest.is_empty() || rest.starts_with('/') || s.contains(char::is_whitespace) {
+                return Err(bad("a mirror's address is http(s)://HOST[/PATH]"));
+            }
+            return Ok(Location::Http(s.trim_end_matches('/').to_string()));
+        }
         if scheme != "s3" {
             return Err(bad(
-                "unknown scheme: use a directory path or s3://BUCKET/PREFIX",
+                "unknown scheme: use a directory path, s3://BUCKET/PREFIX or https://MIRROR",
             ));
         }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -108,6 +116,9 @@ impl Location {
         match self {
             Location::Local(dir) => std::fs::create_dir_all(dir),
             Location::S3 { .. } => Ok(()),
+            Location::Http(url) => Err(std::io::Error::other(format!(
+                "{url} is a read-only mirror: create the repository where it is written"
+            ))),
         }
     }
 }
@@ -117,6 +128,7 @@ impl fmt::Display for Location {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::Http(url) => write!(f, "{url}"),
         }
     }
 }
@@ -153,12 +165,22 @@ mod tests {
             "s3://a..b/x",
             "s3://b/x//y",
             "s3://b/../x",
-            "http://x",
             "s3://1.2.3.4/x",
+            "https://",
+            "https:///x",
+            "https://a b/x",
         ] {
             assert!(bad.parse::<Location>().is_err(), "{bad:?} accepted");
         }
         let e = "ftp://x".parse::<Location>().unwrap_err();
-        assert_eq!(e.to_string(), "repository location \"ftp://x\": unknown scheme: use a directory path or s3://BUCKET/PREFIX");
+        assert_eq!(e.to_string(), "repository location \"ftp://x\": unknown scheme: use a directory path, s3://BUCKET/PREFIX or https://MIRROR");
+        assert_eq!(
+            "https://cdn.example/icon/".parse(),
+            Ok(Location::Http("https://cdn.example/icon".into()))
+        );
+        assert_eq!(
+            "http://127.0.0.1:8080".parse(),
+            Ok(Location::Http("http://127.0.0.1:8080".into()))
+        );
     }
 }

@@ -69,6 +69,13 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    fn put_replace(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let now = self.now();
+        let mut objects = self.objects.lock().expect("memory store lock");
+        objects.insert(key.to_string(), (bytes.to_vec(), now));
+        Ok(())
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>> {
         let objects = self.objects.lock().expect("memory store lock");
         Ok(objects.get(key).map(|(b, _)| b.len() as u64))

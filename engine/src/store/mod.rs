@@ -20,6 +20,8 @@
 
 pub mod counting;
 pub mod faulty;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod limited;
 pub mod local;
 pub mod location;
@@ -61,6 +63,31 @@ pub trait Store: Send + Sync {
     /// Decorators forward it to their inner store's.
     fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
         self.put_if_absent(key, &bytes)
+    }
+
+    /// Writes the object, replacing what the key holds: only for the one
+    /// object that is replaced by design, the repository's index
+    /// (FORMAT.md §12), never for content-named objects. Durable after
+    /// the next `flush`. Stores that cannot (a static mirror) refuse.
+    fn put_replace(&self, key: &str, _bytes: &[u8]) -> Result<()> {
+        Err(Error::Refused(format!(
+            "{}: this store cannot replace {key}",
+            self.location()
+        )))
+    }
+
+    /// Whether `list` can enumerate `chunks/` (a static mirror cannot: its
+    /// listings come from the index, which names no chunks). Readers that
+    /// would list chunks ask for each chunk they need instead.
+    fn lists_chunks(&self) -> bool {
+        true
+    }
+
+    /// For a store whose listings come from the repository's published
+    /// index (a static mirror): the exact bytes it lists from. `None` for
+    /// stores that list.
+    fn published_index(&self) -> Option<Result<Vec<u8>>> {
+        None
     }
 
     /// The object's size, or `None` when it does not exist.
@@ -128,6 +155,21 @@ macro_rules! forward_store {
             self.$f.put_owned(key, bytes)
         }
     };
+    (@one $f:ident put_replace) => {
+        fn put_replace(&self, key: &str, bytes: &[u8]) -> $crate::error::Result<()> {
+            self.$f.put_replace(key, bytes)
+        }
+    };
+    (@one $f:ident published_index) => {
+        fn published_index(&self) -> Option<$crate::error::Result<Vec<u8>>> {
+            self.$f.published_index()
+        }
+    };
+    (@one $f:ident lists_chunks) => {
+        fn lists_chunks(&self) -> bool {
+            self.$f.lists_chunks()
+        }
+    };
     (@one $f:ident size) => {
         fn size(&self, key: &str) -> $crate::error::Result<Option<u64>> {
             self.$f.size(key)
@@ -187,6 +229,15 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn put_owned(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
         (**self).put_owned(key, bytes)
+    }
+    fn put_replace(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        (**self).put_replace(key, bytes)
+    }
+    fn lists_chunks(&self) -> bool {
+        (**self).lists_chunks()
+    }
+    fn published_index(&self) -> Option<Result<Vec<u8>>> {
+        (**self).published_index()
     }
     fn size(&self, key: &str) -> Result<Option<u64>> {
         (**self).size(key)

@@ -306,6 +306,9 @@ pub fn execute(
     }
     repo.store().flush()?;
     progress.end();
+    if !forget.is_empty() {
+        repo.refresh_index();
+    }
     if !refused.is_empty() {
         return Err(Error::Refused(format!(
             "forgot {} of {} snapshot(s); not forgotten: {}",

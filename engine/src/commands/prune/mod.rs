@@ -306,6 +306,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
 
     // 6. Retire old rounds' records; remove stale temp files.
     tidy(repo, opts, &rounds, now, &mut report)?;
+    if !opts.dry_run {
+        repo.refresh_index();
+    }
     report.requests = repo.store().request_counts().map(|c| c.since(before));
     report.duration = started.elapsed();
     Ok(report)

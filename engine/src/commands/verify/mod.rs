@@ -265,12 +265,15 @@ fn check_listing(
     names: &[String],
     problems: &mut Vec<Problem>,
 ) -> Result<HashSet<ChunkId>> {
-    let present: HashMap<ChunkId, u64> = repo
-        .store()
-        .list(layout::CHUNKS_PREFIX)?
-        .into_iter()
-        .filter_map(|o| layout::parse_chunk_key(&o.key).map(|id| (id, o.size)))
-        .collect();
+    let present: HashMap<ChunkId, u64> = if repo.store().lists_chunks() {
+        repo.store()
+            .list(layout::CHUNKS_PREFIX)?
+            .into_iter()
+            .filter_map(|o| layout::parse_chunk_key(&o.key).map(|id| (id, o.size)))
+            .collect()
+    } else {
+        chunk_sizes(repo, census.chunks.keys())?
+    };
     let mut bad = HashSet::new();
     let mut sorted: Vec<(&ChunkId, &FirstRef)> = census.chunks.iter().collect();
     sorted.sort_by(|a, b| (a.1.snapshot, &a.1.path, a.0).cmp(&(b.1.snapshot, &b.1.path, b.0)));
@@ -303,6 +306,32 @@ fn check_listing(
         }
     }
     Ok(bad)
+}
+
+/// The sizes of `ids` in the store, one request each (a static mirror,
+/// which cannot list chunks), as many in flight as the store suggests.
+fn chunk_sizes<'a>(
+    repo: &Repository,
+    ids: impl Iterator<Item = &'a ChunkId>,
+) -> Result<HashMap<ChunkId, u64>> {
+    use rayon::prelude::*;
+    let ids: Vec<ChunkId> = ids.copied().collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(repo.store().parallelism().max(1))
+        .build()
+        .map_err(|e| Error::Refused(format!("cannot start chunk checks: {e}")))?;
+    let sizes: Vec<(ChunkId, Option<u64>)> = pool.install(|| {
+        ids.par_iter()
+            .map(|id| {
+                crate::sys::interrupt::check()?;
+                Ok((*id, repo.store().size(&layout::chunk_key(id))?))
+            })
+            .collect::<Result<_>>()
+    })?;
+    Ok(sizes
+        .into_iter()
+        .filter_map(|(id, size)| Some((id, size?)))
+        .collect())
 }
 
 /// Full: reads every distinct file content whose first chunk is in the
