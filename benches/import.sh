@@ -27,6 +27,8 @@ mkdir -p "$work"
 . "$(dirname "$0")/node_base.sh"
 node_base
 out="$work/import"
+# REUSE=1: keep the archives (and node) of an earlier run.
+if [ -z "${REUSE:-}" ] || [ "$(ls "$out/archives" 2>/dev/null | wc -l)" -ne "$days" ]; then
 rm -rf "$out" && mkdir -p "$out/archives"
 cp -a "$base" "$out/node"
 for d in $(seq 1 "$days"); do
@@ -36,10 +38,11 @@ for d in $(seq 1 "$days"); do
   tar -C "$out/node" -zcf "$out/archives/$name" \
     --xform="s|.storage/db_$ip:7100_icon_dex|.storage/db_CHANGEIP:7100_icon_dex|" .score_data .storage
 done
+fi
 last="$out/archives/$(ls "$out/archives" | sort -t_ -k2.3n | tail -1)"
 node_mib=$(du -sm "$out/node" | cut -f1)
 echo "node: $node_mib MiB after $days days of $per_day blocks; $(nproc) cores"
-"$bin" init --repo "$out/repo" >/dev/null
+rm -rf "$out/repo" && "$bin" init --repo "$out/repo" >/dev/null
 /usr/bin/time -f "%e %U %S %M" -o "$out/all.time" \
   "$bin" import --repo "$out/repo" --host bench --tar "$out/archives" --quiet
 read -r wall user sys rss <"$out/all.time"

@@ -1508,3 +1508,59 @@ fn import_the_old_scripts_archives_from_a_directory_and_from_s3() {
     assert_eq!(from_s3[0]["files"], reports[1]["files"]);
     assert_eq!(from_s3[0]["logical_bytes"], reports[1]["logical_bytes"]);
 }
+
+#[test]
+fn a_static_mirror_restores_lists_and_refuses_writes_and_the_site_page_is_written() {
+    let s = Setup::new();
+    s.snapshot(5);
+    let Some(web) = common::webserver::WebServer::serve(&s.repo()) else {
+        return;
+    };
+    // Before the index is published: a clear message, exit 1.
+    blocksnap(&s.repo())
+        .env("BLOCKSNAP_REPO", &web.url)
+        .arg("list")
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("publishes no index")
+                .and(predicate::str::contains("blocksnap index")),
+        );
+    blocksnap(&s.repo())
+        .args(["site", "--url", &web.url])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("index.html: 1 snapshots"));
+    // A writer keeps it current: the second snapshot is listed by the mirror.
+    s.snapshot(6);
+    let mirror = |args: &[&str]| {
+        let mut c = blocksnap(&s.repo());
+        c.env("BLOCKSNAP_REPO", &web.url).args(args);
+        c
+    };
+    mirror(&["list"]).assert().success().stdout(
+        predicate::str::contains("mirror index written")
+            .and(predicate::str::contains("unsigned"))
+            .and(predicate::str::is_match(r"(?m)^\s+6\s").unwrap()),
+    );
+    let target = s.dir.path().join("restored");
+    mirror(&["restore", "latest", "--ip", "10.0.0.9", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert!(target.join(".storage/db_10.0.0.9:7100_icon_dex").is_dir());
+    mirror(&["verify", "all"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("OK: 0 problem(s)"));
+    mirror(&["snapshot", "--height", "7", "--source"])
+        .arg(s.source())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("read-only mirror"));
+    let page = std::fs::read_to_string(s.repo().join("index.html")).unwrap();
+    assert!(
+        page.contains(&format!("blocksnap restore --repo {}", web.url)),
+        "{page}"
+    );
+}

@@ -88,6 +88,10 @@ enum Command {
     /// or CDN serving the repository's files is read (`--repo
     /// https://…`); every writer keeps it current from then on.
     Index(commands::index::Args),
+    /// Write the repository's public page (index.html, no script, no
+    /// external asset): every snapshot with its restore command, and the
+    /// repository's size over time. Publishes the index too.
+    Site(commands::site::Args),
     /// Forget snapshots by a retention policy (per history: host and
     /// source), or by name. Their chunks stay until `prune`.
     Forget(commands::forget::Args),
@@ -242,6 +246,7 @@ fn run(command: Command) -> Result<Done> {
         Command::Dump(args) => commands::dump::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Index(args) => commands::index::run(args),
+        Command::Site(args) => commands::site::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => commands::demo::run(args),
     }

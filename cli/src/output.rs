@@ -226,6 +226,18 @@ impl Out {
         }
     }
 
+    pub fn site(&self, written: &str, r: &blocksnap::site::SiteReport) {
+        if self.json {
+            self.emit(json!({"page": written, "snapshots": r.snapshots, "bytes": r.bytes}));
+        } else {
+            say!(
+                "wrote {written}: {} snapshots, {}",
+                r.snapshots,
+                HumanBytes(r.bytes)
+            );
+        }
+    }
+
     /// After a listing through a mirror: how old its index is.
     pub fn mirror_index(&self, index: &blocksnap::repo::MirrorIndex) {
         if self.json {

@@ -18,6 +18,7 @@ pub(crate) mod man;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod sign;
+pub(crate) mod site;
 pub(crate) mod snapshot;
 pub(crate) mod stats;
 pub(crate) mod verify;

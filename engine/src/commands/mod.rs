@@ -18,6 +18,7 @@ pub mod list;
 pub mod nodegen;
 pub mod prune;
 pub mod restore;
+pub mod site;
 pub mod snapshot;
 pub mod stats;
 pub mod verify;
