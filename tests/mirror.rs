@@ -317,3 +317,70 @@ fn with_trust_a_mirror_is_read_only_through_an_index_a_trusted_key_signed() {
     let e = trusting(&public).snapshots().unwrap_err().to_string();
     assert!(e.contains("not signed by a trusted key"), "{e}");
 }
+
+/// Replaces `path` with a sparse file of `len` bytes (a hostile mirror's
+/// huge object, costing no disk).
+fn sparse(path: &Path, len: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+}
+
+#[test]
+fn a_hostile_mirror_is_refused_with_the_object_named_and_nothing_written() {
+    let lab = lab();
+    let dir = lab.tmp.path().join("repo");
+    let Some(web) = WebServer::serve(&dir) else {
+        return;
+    };
+    let index_path = dir.join(INDEX_KEY);
+    let good_index = std::fs::read(&index_path).unwrap();
+    let target = lab.tmp.path().join("t");
+    let refused = |what: &str, words: &[&str]| {
+        let e = Repository::open(Arc::new(
+            HttpStore::open(&web.url, 4)
+                .unwrap()
+                .with_backoff(std::time::Duration::from_millis(1)),
+        ))
+        .and_then(|m| {
+            let key = *m.snapshots()?.last().expect("a snapshot");
+            restore_to(&m, &key, &target)
+        })
+        .expect_err(what)
+        .to_string();
+        for w in words {
+            assert!(e.contains(w), "{what}: {w:?} not in {e}");
+        }
+        assert!(
+            common::published(&target).is_empty(),
+            "{what}: published {:?}",
+            common::published(&target)
+        );
+    };
+
+    // An index that names a key outside the repository's layout.
+    let text = String::from_utf8(good_index.clone()).unwrap();
+    std::fs::write(&index_path, text.replace("config ", "../../etc/passwd ")).unwrap();
+    refused("a climbing key", &["index", "../../etc/passwd"]);
+    // An index far larger than any index may be: refused before it is read.
+    sparse(&index_path, 512 << 20);
+    refused("a huge index", &["index", "limit exceeded", "object size"]);
+    std::fs::write(&index_path, &good_index).unwrap();
+
+    // A manifest of 1 GiB where a manifest was.
+    let manifest = dir.join(lab.keys[1].key());
+    let good_manifest = std::fs::read(&manifest).unwrap();
+    sparse(&manifest, 1 << 30);
+    refused("a huge manifest", &[&lab.keys[1].key(), "limit exceeded"]);
+    // Another snapshot's manifest under this one's name.
+    std::fs::copy(dir.join(lab.keys[0].key()), &manifest).unwrap();
+    refused("a swapped manifest", &[&lab.keys[1].key()]);
+    std::fs::write(&manifest, &good_manifest).unwrap();
+
+    // A chunk of 64 MiB where a chunk was: refused before it is read,
+    // named with its file.
+    let m = lab.repo.load_manifest(&lab.keys[1]).unwrap();
+    let (path, _, _, chunks) = m.files().find(|(_, _, _, c)| !c.is_empty()).unwrap();
+    let chunk = dir.join(layout::chunk_key(&chunks[0].id));
+    sparse(&chunk, 64 << 20);
+    refused("a huge chunk", &[&chunks[0].id.to_hex()[..12], &path.path]);
+}
