@@ -46,7 +46,7 @@ pub use commands::forget::{self, retention};
 pub use commands::nodegen;
 pub use commands::restore::{self, publish, seed};
 pub use commands::snapshot::{self, cache, command, stage};
-pub use commands::{compare, copy, dump, import, list, prune, site, stats, verify};
+pub use commands::{compare, copy, dump, import, list, profile, prune, site, stats, verify};
 pub use repo::{sign, trusted};
 pub use sys::{fsx, interrupt, live, priority, testhook};
 pub use testing::props;

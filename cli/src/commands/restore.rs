@@ -56,6 +56,11 @@ pub struct Args {
     /// the entries being replaced.
     #[arg(long)]
     pub no_reuse: bool,
+    /// Restore goloop's consensus write-ahead logs (`<chain>/wal/`) too.
+    /// By default each is left empty: another node's (or an older self's)
+    /// round state replayed onto a running validator risks signing twice.
+    #[arg(long)]
+    pub with_consensus_wal: bool,
     /// Show the plan (what is kept, copied from local files, and
     /// downloaded) without writing anything.
     #[arg(long)]
@@ -82,6 +87,7 @@ pub fn run(args: Args) -> Result<Done> {
         keep_old,
         reuse_from,
         no_reuse,
+        with_consensus_wal,
         dry_run,
         trust,
         host,
@@ -102,8 +108,16 @@ pub fn run(args: Args) -> Result<Done> {
         keep_old,
         reuse_from,
         no_reuse,
+        with_consensus_wal,
     };
     let plan = restore::plan(&r, &key, &opts)?;
+    for wal in &plan.withheld_wals {
+        eprintln!(
+            "blocksnap: {wal}/ left empty: it is goloop's consensus write-ahead log, and another \
+             node's (or an older) round state replayed onto a running validator risks signing \
+             twice; --with-consensus-wal restores it"
+        );
+    }
     if dry_run {
         Out::new(json.json).restore_plan(&plan);
         return Ok(Done::default());

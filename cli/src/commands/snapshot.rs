@@ -37,6 +37,12 @@ pub struct Args {
     /// Only these paths under the source (repeatable), e.g. .score_data.
     #[arg(long = "include")]
     pub includes: Vec<String>,
+    /// The node's software: icon1 (loopchain: .score_data, .storage) or
+    /// goloop (ICON 2: each chain's config.json, genesis.zip, db/,
+    /// contract/, wal/, never cache/ or tmp/). Default: told from the
+    /// source's shape, and reported.
+    #[arg(long, value_name = "icon1|goloop")]
+    pub profile: Option<blocksnap::profile::Profile>,
     /// The node's IPv4 address when paths hold several.
     #[arg(long)]
     pub ip: Option<String>,
@@ -99,6 +105,7 @@ pub fn run(args: Args) -> Result<Done> {
         height,
         tags,
         includes,
+        profile,
         ip,
         jobs,
         cache,
@@ -125,7 +132,7 @@ pub fn run(args: Args) -> Result<Done> {
         pass_env: cmd_env,
         set_env: vec![("BLOCKSNAP_SOURCE".into(), source.display().to_string())],
     };
-    let opts = snapshot::SnapshotOptions {
+    let mut opts = snapshot::SnapshotOptions {
         source,
         // With --height-cmd, what it prints (see stage::take).
         height: height.unwrap_or(0),
@@ -140,6 +147,21 @@ pub fn run(args: Args) -> Result<Done> {
         priority,
         ..Default::default()
     };
+    // The profile decides what a snapshot takes unless --include says.
+    let settled = snapshot::settle_profile(&opts, profile)?;
+    if opts.includes.is_empty() {
+        opts.includes = settled.includes.clone();
+    }
+    if !json.json {
+        tracing::info!("profile {:?} ({})", settled.profile, settled.why);
+    }
+    if settled.profile == blocksnap::profile::Profile::Goloop {
+        eprintln!(
+            "blocksnap: profile goloop ({}): taking {}",
+            settled.why,
+            opts.includes.join(", ")
+        );
+    }
     let lifecycle = match (stop_cmd, start_cmd) {
         (Some(stop_cmd), Some(start_cmd)) => Some(stage::Lifecycle {
             stop_cmd,

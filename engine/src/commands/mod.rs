@@ -16,6 +16,7 @@ pub mod list;
 /// command, the demo, the tests and benchmarks.
 #[cfg(feature = "nodegen")]
 pub mod nodegen;
+pub mod profile;
 pub mod prune;
 pub mod restore;
 pub mod site;

@@ -94,6 +94,9 @@ pub struct RestoreOptions {
     pub reuse_from: Vec<PathBuf>,
     /// Do not read the entries a `--force` restore replaces as seeds.
     pub no_reuse: bool,
+    /// Restore goloop's consensus write-ahead logs (`<chain>/wal/`) too;
+    /// by default each is left empty (see `commands::profile`).
+    pub with_consensus_wal: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +175,10 @@ pub struct RestorePlan {
     pub reuse: ReusePlan,
     /// An interrupted publish in the target, completed before this one.
     pub pending: Option<Journal>,
+    /// goloop consensus logs the snapshot holds and this restore leaves
+    /// empty (without `--with-consensus-wal`), with the entries left out.
+    pub withheld_wals: Vec<String>,
+    pub withheld_entries: u64,
 }
 
 impl RestorePlan {
@@ -188,7 +195,16 @@ pub fn staging_name(key: &SnapshotKey, ip: Option<Ipv4Addr>) -> String {
 }
 
 pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Result<RestorePlan> {
-    let manifest = repo.load_manifest(key)?;
+    let mut manifest = repo.load_manifest(key)?;
+    // Another node's consensus state is never put onto a node unasked.
+    let mut withheld_wals = crate::commands::profile::consensus_wals(&manifest);
+    let mut withheld_entries = 0;
+    if opts.with_consensus_wal {
+        withheld_wals.clear();
+    } else if !withheld_wals.is_empty() {
+        withheld_entries =
+            crate::commands::profile::without_consensus_wals(&mut manifest, &withheld_wals);
+    }
     let ip: Option<Ipv4Addr> = opts.ip.as_deref().map(ipnorm::parse_ip).transpose()?;
     let paths = final_paths(&manifest, ip)?;
     let target = std::path::absolute(&opts.target).map_err(Error::io("resolve", &opts.target))?;
@@ -218,7 +234,11 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
         .filter(|(e, m)| e.mode != **m)
         .count() as u64;
 
-    let staging = staging_name(key, ip);
+    // A staging directory of the whole tree is never one without the logs.
+    let staging = match withheld_entries {
+        0 => staging_name(key, ip),
+        _ => format!("{}-nowal", staging_name(key, ip)),
+    };
     let bytes = manifest
         .files()
         .fold(0u64, |sum, (_, size, _, _)| sum.saturating_add(size));
@@ -327,6 +347,8 @@ pub fn plan(repo: &Repository, key: &SnapshotKey, opts: &RestoreOptions) -> Resu
         seeds,
         reuse,
         pending,
+        withheld_wals,
+        withheld_entries,
     })
 }
 

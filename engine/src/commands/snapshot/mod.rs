@@ -115,6 +115,16 @@ pub(crate) fn open_source(opts: &SnapshotOptions) -> Result<(Arc<DirFd>, PathBuf
     Ok((Arc::new(dir), source))
 }
 
+/// The node profile of `opts.source` (`given`, or told from its shape):
+/// with its includes when `opts.includes` names none.
+pub fn settle_profile(
+    opts: &SnapshotOptions,
+    given: Option<crate::commands::profile::Profile>,
+) -> Result<crate::commands::profile::Settled> {
+    let (root, _) = open_source(opts)?;
+    crate::commands::profile::settle(&root, given)
+}
+
 /// Walks and checks the source. Nothing is read but directories, symlinks
 /// and `LOCK` files, and nothing is written. Everything is reached through
 /// directory descriptors from the source's, one name at a time, without
