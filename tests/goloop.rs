@@ -175,3 +175,82 @@ fn a_restore_leaves_the_consensus_log_empty_unless_told() {
     assert!(restore_to(&told, true).is_empty());
     assert_eq!(files(&told), want);
 }
+
+/// Every file of a directory with its bytes' hash, size and mtime.
+fn exact(dir: &Path) -> BTreeMap<String, (blake3::Hash, u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let h = blake3::hash(&fs::read(e.path()).unwrap());
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (h, m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_height_and_hash_come_from_goleveldb_itself_and_nothing_is_written() {
+    let Some(gen) = common::goloopgen() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("data");
+    common::goloop_grow(&gen, &node, 300, &[]);
+    // The tail of the data in the journal only (as goleveldb leaves it on
+    // close), beside tables.
+    let (height, hash) = common::goloop_grow(&gen, &node, 200, &[]);
+    assert_eq!(height, 500);
+    let db = node.join("1/db/1");
+    let before = exact(&db);
+    assert!(before.keys().any(|n| n.ends_with(".log")), "{before:?}");
+    let head = profile::goloop::last_block(DirFd::open(&db).unwrap(), &db).unwrap();
+    assert_eq!(head.height, 500);
+    assert_eq!(hex::encode(head.hash), hash);
+    assert_eq!(head.version, 2);
+    assert_eq!(exact(&db), before, "the reader wrote to the database");
+
+    // A snapshot takes its height from there; a node report that disagrees
+    // is refused, one that agrees is fine.
+    let repo = Repository::init(Arc::new(MemoryStore::new()), DEFAULT_PARAMS, 1).unwrap();
+    let mut opts = SnapshotOptions {
+        source: node.clone(),
+        height_from_db: true,
+        ..Default::default()
+    };
+    opts.includes = snapshot::settle_profile(&opts, None).unwrap().includes;
+    let r = snapshot::snapshot(&repo, &opts, &Silent).unwrap();
+    assert_eq!(r.key.height, 500);
+    assert_eq!(r.chain_head, Some(head));
+    let e = snapshot::snapshot(
+        &repo,
+        &SnapshotOptions {
+            height: 499,
+            ..opts.clone()
+        },
+        &Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("reported height 499") && e.contains("last block is 500"),
+        "{e}"
+    );
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    assert_eq!(exact(&db), before, "the snapshot wrote to the database");
+
+    // A database whose last height names no block: not at a boundary.
+    common::goloop_grow(&gen, &node, 0, &["-torn"]);
+    let e = snapshot::snapshot(&repo, &opts, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not at a block boundary") && e.contains("501"),
+        "{e}"
+    );
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+}

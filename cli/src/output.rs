@@ -174,6 +174,14 @@ impl Out {
                 blocksnap::ipnorm::PLACEHOLDER
             );
         }
+        if let Some(h) = &r.chain_head {
+            say!(
+                "  last block {} (block version {}), hash {}, read from the database",
+                h.height,
+                h.version,
+                hex(&h.hash)
+            );
+        }
         for w in &r.warnings {
             say!("  warning: {}", printable(w));
         }
@@ -940,6 +948,10 @@ fn requests_line(c: Counts) -> String {
     )
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
     json!({
         "height": r.key.height, "id": r.key.id.to_hex(), "key": r.key.key(),
@@ -950,6 +962,7 @@ fn snapshot_json(r: &SnapshotReport) -> serde_json::Value {
         "chunk_index": r.index,
         "normalised_ip": r.normalised_ip.map(|ip| ip.to_string()),
         "warnings": r.warnings, "requests": r.requests, "seconds": secs(r.duration),
+        "chain_head": r.chain_head,
     })
 }
 

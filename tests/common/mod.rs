@@ -165,3 +165,69 @@ pub fn plant_manifest(
     repo.store().put_if_absent(&key.key(), &bytes).unwrap();
     key
 }
+
+/// The goloop node generator (`tests/goloopgen`, Go, built against
+/// Debian's goleveldb): `$BLOCKSNAP_GOLOOPGEN`, or built once into the
+/// build directory. `None` (skipped) without Go outside CI.
+pub fn goloopgen() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BLOCKSNAP_GOLOOPGEN") {
+        return Some(PathBuf::from(p));
+    }
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = std::env::temp_dir().join(format!("blocksnap-goloopgen-{}", std::process::id()));
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/goloopgen");
+            let built = std::process::Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(&src)
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GO111MODULE", "off")
+                .env("GOFLAGS", "")
+                .env("GOCACHE", std::env::temp_dir().join("blocksnap-gocache"))
+                .output();
+            match built {
+                Ok(o) if o.status.success() => Some(out),
+                other => {
+                    let msg = format!(
+                        "cannot build tests/goloopgen with Go and Debian's goleveldb ({:?}); .ci/run installs them",
+                        other.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    );
+                    assert!(!s3server::in_ci(), "{msg}; under CI=true the goloop tests must run");
+                    eprintln!("SKIPPED: {msg}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Grows the goloop node at `dir` by `blocks` blocks with goleveldb;
+/// returns (height, hash hex) of its last block.
+pub fn goloop_grow(gen: &Path, dir: &Path, blocks: u64, extra: &[&str]) -> (u64, String) {
+    let out = std::process::Command::new(gen)
+        .arg("-dir")
+        .arg(dir)
+        .args(["-blocks", &blocks.to_string()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // {"hash":"<hex>","height":<n>}
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| -> String {
+        let at = text.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+        text[at..]
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect()
+    };
+    (field("height").parse().unwrap(), field("hash"))
+}

@@ -19,12 +19,10 @@ pub struct Args {
     #[arg(long)]
     pub source: PathBuf,
     /// Block height the data is at. In a staged snapshot this is read
-    /// before the node stops, so prefer --height-cmd there.
-    #[arg(
-        long,
-        required_unless_present = "height_cmd",
-        conflicts_with = "height_cmd"
-    )]
+    /// before the node stops, so prefer --height-cmd there. A goloop
+    /// node's height is read from its database (and, when given, must
+    /// agree with it).
+    #[arg(long, conflicts_with = "height_cmd")]
     pub height: Option<u64>,
     /// Command that prints the block height the data is at, run while
     /// the node is stopped (after --stop-cmd and the lock wait; with no
@@ -149,6 +147,11 @@ pub fn run(args: Args) -> Result<Done> {
     };
     // The profile decides what a snapshot takes unless --include says.
     let settled = snapshot::settle_profile(&opts, profile)?;
+    let goloop = settled.profile == blocksnap::profile::Profile::Goloop;
+    if height.is_none() && height_cmd.is_none() && !goloop {
+        bail!("--height or --height-cmd is required (a goloop node's height is read from its database)");
+    }
+    opts.height_from_db = goloop;
     if opts.includes.is_empty() {
         opts.includes = settled.includes.clone();
     }

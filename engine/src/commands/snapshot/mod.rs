@@ -75,6 +75,27 @@ pub fn snapshot_with_state(
     state: Option<&LocalState>,
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
+    let mut read = None;
+    let opts = &match opts.height_from_db {
+        false => opts.clone(),
+        true => {
+            let head = chain_head(opts)?;
+            if opts.height != 0 && opts.height != head.height {
+                return Err(Error::Refused(format!(
+                    "the node reported height {}, and its database's last block is {} ({}): \
+                     refusing to label the snapshot with either",
+                    opts.height,
+                    head.height,
+                    hex::encode(head.hash)
+                )));
+            }
+            read = Some(head);
+            SnapshotOptions {
+                height: head.height,
+                ..opts.clone()
+            }
+        }
+    };
     let plan = plan(opts)?;
     // A node that runs while this snapshot reads (`--allow-live`) gets the
     // machine first; a stopped node's downtime wants full speed.
@@ -86,7 +107,59 @@ pub fn snapshot_with_state(
     if low {
         crate::sys::priority::lower_or_warn();
     }
-    execute(repo, &plan, opts, state, progress)
+    let mut report = execute(repo, &plan, opts, state, progress)?;
+    report.chain_head = read;
+    Ok(report)
+}
+
+/// The last block of the one goloop database the snapshot takes
+/// (`<chain>/db/<nid>`, found from the includes or the source), read from
+/// the source as the snapshot reads it (a stage's frozen view).
+pub fn chain_head(opts: &SnapshotOptions) -> Result<crate::commands::profile::goloop::ChainHead> {
+    let (root, source) = open_source(opts)?;
+    let chains: Vec<String> = match opts.includes.is_empty() {
+        true => vec![String::new()],
+        false => opts
+            .includes
+            .iter()
+            .filter_map(|i| {
+                let i = i.trim_end_matches('/');
+                match i.rsplit_once('/') {
+                    Some((chain, "db")) => Some(format!("{chain}/")),
+                    None if i == "db" => Some(String::new()),
+                    _ => None,
+                }
+            })
+            .collect(),
+    };
+    let mut dbs = Vec::new();
+    for chain in &chains {
+        let db = format!("{chain}db");
+        let Ok(dir) = root.open_path(&db) else {
+            continue;
+        };
+        for nid in dir.sorted_names().map_err(Error::io("list", dir.path()))? {
+            let Ok(d) = dir.open_dir(&nid) else { continue };
+            if d.stat("CURRENT").ok().flatten().is_some() {
+                dbs.push((format!("{db}/{nid}"), d));
+            }
+        }
+    }
+    let mut dbs = dbs.into_iter();
+    match (dbs.next(), dbs.next()) {
+        (Some((rel, dir)), None) => {
+            crate::commands::profile::goloop::last_block(dir, &source.join(rel))
+        }
+        (None, _) => Err(Error::Refused(format!(
+            "{}: no goloop database (<chain>/db/<nid>/CURRENT) to read the height from; give \
+             --height",
+            source.display()
+        ))),
+        (Some((a, _)), Some((b, _))) => Err(Error::Refused(format!(
+            "{}: several goloop databases ({a}, {b}, …): give --height, or --include one chain",
+            source.display()
+        ))),
+    }
 }
 
 /// Opens the source (or takes its stage's view): the path resolved from
@@ -380,6 +453,7 @@ pub fn execute(
             .request_counts()
             .map(|c| c.since(requests_before)),
         duration: started.elapsed(),
+        chain_head: None,
     })
 }
 

@@ -74,6 +74,10 @@ pub struct SnapshotOptions {
     /// When to yield the CPU and disk to the node ([`Priority::Auto`]: once
     /// it runs again).
     pub priority: Priority,
+    /// Read the height (and block hash) from the goloop database the
+    /// snapshot takes, as frozen; a height also given (`height`, not 0)
+    /// must agree with it.
+    pub height_from_db: bool,
 }
 
 /// A stage's view of the source, as open directories.
@@ -104,6 +108,8 @@ pub struct SnapshotReport {
     /// Store requests made, for stores that count them.
     pub requests: Option<Counts>,
     pub duration: Duration,
+    /// The last block of the database, read from it (`height_from_db`).
+    pub chain_head: Option<crate::commands::profile::goloop::ChainHead>,
 }
 
 /// One thing found under the source, checked and named as the manifest

@@ -17,6 +17,9 @@
 //! `priv_validator_state.json`. A restore leaves every chain's `wal/` empty
 //! unless `--with-consensus-wal` says otherwise (see [`consensus_wals`]).
 
+pub mod goloop;
+mod leveldb;
+
 use std::collections::HashSet;
 use std::str::FromStr;
 
