@@ -108,6 +108,7 @@ fn main() {
             created_unix_ns: 1_790_000_000_000_000_000 + h * 3_600_000_000_000,
             source: "/app/prep/data/loopchain".into(),
             host: String::new(),
+            block: None,
             tags: vec!["hourly".into()],
             parent,
             chunker: DEFAULT_PARAMS,

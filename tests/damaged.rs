@@ -221,6 +221,7 @@ fn plant(f: &Fixture, entries: Vec<Entry>) -> SnapshotKey {
         created_unix_ns: 1,
         source: "hostile".into(),
         host: "hostile-host".into(),
+        block: None,
         tags: vec![],
         parent: None,
         chunker: DEFAULT_PARAMS,

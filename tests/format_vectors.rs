@@ -238,6 +238,9 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
     if !m.host.is_empty() {
         v["host"] = json!(m.host);
     }
+    if let Some(b) = &m.block {
+        v["block"] = json!(b.to_hex());
+    }
     v
 }
 
@@ -323,6 +326,7 @@ fn fixture() -> (Manifest, Vec<(Hash, Vec<u8>)>) {
         created_unix_ns: 1_763_769_600_000_000_000,
         source: "/app/prep/data/loopchain".into(),
         host: "node-a".into(),
+        block: None,
         tags: vec!["vector".into()],
         parent: Some(Hash::of(b"previous manifest")),
         chunker: SMALL,
@@ -349,7 +353,16 @@ fn manifest_chunk_and_config_objects() {
         host: String::new(),
         ..manifest.clone()
     };
-    for (m, name, version) in [(&manifest, "manifest", 2u8), (&v1, "manifest-v1", 1)] {
+    // Version 3: the block hash a goloop snapshot read from its database.
+    let v3 = Manifest {
+        block: Some(Hash::of(b"the header of block 1000")),
+        ..manifest.clone()
+    };
+    for (m, name, version) in [
+        (&manifest, "manifest", 2u8),
+        (&v1, "manifest-v1", 1),
+        (&v3, "manifest-v3", 3),
+    ] {
         m.validate().unwrap();
         let bytes = m.encode();
         assert_eq!(bytes[5], version);
@@ -496,6 +509,7 @@ fn the_spec_names_every_field_of_every_vector() {
     for vector in [
         "manifest.json",
         "manifest-v1.json",
+        "manifest-v3.json",
         "forget-record.json",
         "prune-plan.json",
     ] {

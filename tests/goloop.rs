@@ -226,6 +226,15 @@ fn the_height_and_hash_come_from_goleveldb_itself_and_nothing_is_written() {
     let r = snapshot::snapshot(&repo, &opts, &Silent).unwrap();
     assert_eq!(r.key.height, 500);
     assert_eq!(r.chain_head, Some(head));
+    // The manifest records the block (format version 3).
+    let m = repo.load_manifest(&r.key).unwrap();
+    assert_eq!(m.block.map(|b| b.0), Some(head.hash));
+    assert_eq!(m.version(), 3);
+    let listed = blocksnap::list::list(&repo, None, None).unwrap();
+    assert_eq!(
+        listed[0].info.as_ref().unwrap().block.as_deref(),
+        Some(hash.as_str())
+    );
     let e = snapshot::snapshot(
         &repo,
         &SnapshotOptions {

@@ -47,6 +47,7 @@ fn plant(repo: &Repository, chunker: ChunkerParams, entries: Vec<Entry>) -> Snap
         created_unix_ns: 1,
         source: "hostile".into(),
         host: "hostile-host".into(),
+        block: None,
         tags: vec![],
         parent: None,
         chunker,

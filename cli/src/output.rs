@@ -333,9 +333,13 @@ impl Out {
                         .join(",")
                 ),
             };
+            let block = match l.info.as_ref().and_then(|i| i.block.as_deref()) {
+                Some(b) => format!("  block {}", &b[..16.min(b.len())]),
+                None => String::new(),
+            };
             match (&l.info, &l.error) {
                 (Some(i), _) => say!(
-                    "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}{signed}",
+                    "{:>12}  {:<12}  {:<20}  {:<16}  {:>7}  {:>10}  {:>10}  {}{signed}{block}",
                     l.height,
                     &l.id[..12],
                     time(l.created_unix_ns),

@@ -140,6 +140,7 @@ pub fn plant_manifest(
         created_unix_ns: 1,
         source: "s".into(),
         host: "h".into(),
+        block: None,
         tags: vec![],
         parent: None,
         chunker: blocksnap::chunking::DEFAULT_PARAMS,

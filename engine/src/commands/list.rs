@@ -35,6 +35,9 @@ pub struct ListedInfo {
     pub new_stored_bytes: u64,
     pub parent: Option<String>,
     pub warnings: Vec<String>,
+    /// The hash of the block at the snapshot's height, when it was read
+    /// from the node's database.
+    pub block: Option<String>,
 }
 
 /// Every snapshot, or with `host` only that node's (an unreadable manifest
@@ -57,6 +60,7 @@ pub fn list(repo: &Repository, host: Option<&str>, trust: Option<&Trust>) -> Res
                     new_stored_bytes: m.stats.new_stored_bytes,
                     parent: m.parent.map(|p| p.to_hex()),
                     warnings: m.warnings,
+                    block: m.block.map(|b| b.to_hex()),
                 }),
                 None,
             ),

@@ -25,8 +25,9 @@ pub const MAGIC: [u8; 4] = *b"BSNP";
 /// written with the lowest version whose layout it follows: chunks and the
 /// config are unchanged since version 1 and still written as 1, so that
 /// older readers keep reading them; manifests (which gained `host`) and
-/// the kinds version 2 added are written as 2.
-pub const FORMAT_VERSION: u8 = 2;
+/// the kinds version 2 added are written as 2; a manifest that records the
+/// block its database was at is written as 3.
+pub const FORMAT_VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 24;
 pub const TRAILER_LEN: usize = 32;
 

@@ -20,9 +20,10 @@ use super::envelope::{self, Kind, HEADER_LEN};
 use super::{limits, path, FormatError};
 use crate::id::{ChunkId, Hash};
 
-/// A manifest as the engine uses it. On the wire it is version 2 (with
-/// `host`) or, when `host` is empty, version 1 (the layout before hosts
-/// existed): a decoded manifest always re-encodes to its own bytes.
+/// A manifest as the engine uses it. On the wire it is version 3 when it
+/// records a block hash, else version 2 (with `host`) or, when `host` is
+/// empty, version 1 (the layout before hosts existed): a decoded manifest
+/// always re-encodes to its own bytes.
 #[derive(Debug, Clone, PartialEq, Eq, arbitrary::Arbitrary)]
 pub struct Manifest {
     pub height: u64,
@@ -36,6 +37,10 @@ pub struct Manifest {
     /// `source` it names the snapshot's history. Empty only in version 1
     /// manifests, written before hosts were recorded.
     pub host: String,
+    /// The hash of the block at `height`, read from the node's own
+    /// database when the snapshot was taken (goloop); `None` when the
+    /// height came from elsewhere. Version 3.
+    pub block: Option<Hash>,
     pub tags: Vec<String>,
     /// Id of the previous snapshot of the same history, if any.
     pub parent: Option<Hash>,
@@ -123,6 +128,39 @@ struct WireV2<'a> {
     entries: &'a [Entry],
 }
 
+/// The version 3 body: version 2's with `block` after `host`.
+#[derive(Serialize)]
+struct WireV3<'a> {
+    height: u64,
+    created_unix_ns: u64,
+    source: &'a str,
+    host: &'a str,
+    block: &'a Hash,
+    tags: &'a [String],
+    parent: &'a Option<Hash>,
+    chunker: &'a ChunkerParams,
+    zstd_level: i32,
+    warnings: &'a [String],
+    stats: &'a Stats,
+    entries: &'a [Entry],
+}
+
+#[derive(Deserialize)]
+struct OwnedV3 {
+    height: u64,
+    created_unix_ns: u64,
+    source: String,
+    host: String,
+    block: Hash,
+    tags: Vec<String>,
+    parent: Option<Hash>,
+    chunker: ChunkerParams,
+    zstd_level: i32,
+    warnings: Vec<String>,
+    stats: Stats,
+    entries: Vec<Entry>,
+}
+
 #[derive(Deserialize)]
 struct OwnedV1 {
     height: u64,
@@ -155,7 +193,9 @@ struct OwnedV2 {
 impl Manifest {
     /// The format version this manifest is written as.
     pub fn version(&self) -> u8 {
-        if self.host.is_empty() {
+        if self.block.is_some() {
+            3
+        } else if self.host.is_empty() {
             1
         } else {
             2
@@ -163,7 +203,22 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let body = if self.host.is_empty() {
+        let body = if let Some(block) = &self.block {
+            super::encode_body(&WireV3 {
+                height: self.height,
+                created_unix_ns: self.created_unix_ns,
+                source: &self.source,
+                host: &self.host,
+                block,
+                tags: &self.tags,
+                parent: &self.parent,
+                chunker: &self.chunker,
+                zstd_level: self.zstd_level,
+                warnings: &self.warnings,
+                stats: &self.stats,
+                entries: &self.entries,
+            })
+        } else if self.host.is_empty() {
             super::encode_body(&WireV1 {
                 height: self.height,
                 created_unix_ns: self.created_unix_ns,
@@ -194,16 +249,33 @@ impl Manifest {
         envelope::seal(Kind::Manifest, self.version(), &body)
     }
 
-    /// Decodes and validates a manifest object of version 1 or 2.
+    /// Decodes and validates a manifest object of version 1, 2 or 3.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
         let (version, body) = envelope::open(bytes, Kind::Manifest, limits::MAX_MANIFEST_BYTES)?;
-        let manifest = if version == 1 {
+        let manifest = if version == 3 {
+            let m: OwnedV3 = super::decode_body(body)?;
+            Manifest {
+                height: m.height,
+                created_unix_ns: m.created_unix_ns,
+                source: m.source,
+                host: m.host,
+                block: Some(m.block),
+                tags: m.tags,
+                parent: m.parent,
+                chunker: m.chunker,
+                zstd_level: m.zstd_level,
+                warnings: m.warnings,
+                stats: m.stats,
+                entries: m.entries,
+            }
+        } else if version == 1 {
             let m: OwnedV1 = super::decode_body(body)?;
             Manifest {
                 height: m.height,
                 created_unix_ns: m.created_unix_ns,
                 source: m.source,
                 host: String::new(),
+                block: None,
                 tags: m.tags,
                 parent: m.parent,
                 chunker: m.chunker,
@@ -224,6 +296,7 @@ impl Manifest {
                 created_unix_ns: m.created_unix_ns,
                 source: m.source,
                 host: m.host,
+                block: None,
                 tags: m.tags,
                 parent: m.parent,
                 chunker: m.chunker,
@@ -245,6 +318,11 @@ impl Manifest {
     /// The invariants `decode` guarantees; `encode`'s callers uphold them too.
     pub fn validate(&self) -> Result<(), FormatError> {
         self.chunker.validate()?;
+        if self.block.is_some() && self.host.is_empty() {
+            return Err(FormatError::corrupt(
+                "a manifest with a block hash and no host",
+            ));
+        }
         FormatError::check_limit("tags", self.tags.len() as u64, limits::MAX_TAGS)?;
         for label in self.tags.iter().chain([&self.source, &self.host]) {
             FormatError::check_limit("label length", label.len() as u64, limits::MAX_LABEL_BYTES)?;

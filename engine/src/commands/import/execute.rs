@@ -123,6 +123,7 @@ pub fn execute(
         created_unix_ns: plan.created_unix_ns,
         source: plan.source.clone(),
         host: opts.host.clone(),
+        block: None,
         tags: opts.tags.clone(),
         warnings: Vec::new(),
         new_chunks: outcome.new_chunks,

@@ -92,6 +92,7 @@ pub fn snapshot_with_state(
             read = Some(head);
             SnapshotOptions {
                 height: head.height,
+                block_hash: Some(head.hash),
                 ..opts.clone()
             }
         }
@@ -406,6 +407,7 @@ pub fn execute(
         created_unix_ns: opts.created_unix_ns.unwrap_or_else(now_unix_ns),
         source: plan.label.clone(),
         host: opts.host.clone(),
+        block: opts.block_hash.map(Hash),
         tags: opts.tags.clone(),
         warnings: fit_warnings(&warnings),
         new_chunks: stored.new_chunks,
@@ -465,6 +467,8 @@ pub(crate) struct Header {
     pub source: String,
     /// Empty: this machine's host name.
     pub host: String,
+    /// The hash of the block at `height`, read from the node's database.
+    pub block: Option<Hash>,
     pub tags: Vec<String>,
     pub warnings: Vec<String>,
     pub new_chunks: u64,
@@ -508,6 +512,7 @@ pub(crate) fn commit(
         created_unix_ns: head.created_unix_ns,
         source: head.source,
         host,
+        block: head.block,
         tags: head.tags,
         parent,
         chunker: repo.config().chunker,

@@ -78,6 +78,9 @@ pub struct SnapshotOptions {
     /// snapshot takes, as frozen; a height also given (`height`, not 0)
     /// must agree with it.
     pub height_from_db: bool,
+    /// The hash of the block at `height` (set from the database with
+    /// `height_from_db`), recorded in the manifest.
+    pub block_hash: Option<[u8; 32]>,
 }
 
 /// A stage's view of the source, as open directories.
