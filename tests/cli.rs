@@ -1564,3 +1564,78 @@ fn a_static_mirror_restores_lists_and_refuses_writes_and_the_site_page_is_writte
         "{page}"
     );
 }
+
+#[test]
+fn a_goloop_node_is_snapshotted_through_its_admin_socket_at_the_height_its_database_holds() {
+    let Some(gen) = common::goloopgen() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("goloop/data");
+    let (height, hash) = common::goloop_grow(&gen, &node, 400, &[]);
+    let repo = dir.path().join("repo");
+    blocksnap(&repo).arg("init").assert().success();
+    let goloop = common::goloopadmin::FakeGoloop::start(
+        &node.join("cli.sock"),
+        &node.join("1/db/1"),
+        height as i64,
+    );
+    // The database is open: a plain snapshot is refused.
+    blocksnap(&repo)
+        .args(["snapshot", "--source"])
+        .arg(&node)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("open"));
+    let out = blocksnap(&repo)
+        .args(["snapshot", "--json", "--stop-timeout", "20", "--source"])
+        .arg(&node)
+        .arg("--goloop-admin")
+        .arg(&goloop.socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = json(&out.stdout);
+    assert_eq!(snap["height"], height);
+    assert_eq!(snap["chain_head"]["hash"], hash.as_str());
+    assert!(snap["stage"]["downtime"].as_f64().unwrap() > 0.0, "{snap}");
+    // The chain went through stop, manual backup, stop, start — and runs.
+    let calls: Vec<String> = goloop
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("POST"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "POST /chain/0x1/stop",
+            "POST /chain/0x1/backup",
+            "POST /chain/0x1/stop",
+            "POST /chain/0x1/start"
+        ]
+    );
+    assert_eq!(goloop.state(), "started");
+    assert!(goloop.db_open());
+    blocksnap(&repo)
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("block {}", &hash[..16])));
+    // Restored, the consensus log is left empty, and the message says why.
+    let target = dir.path().join("restored");
+    blocksnap(&repo)
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1/wal/ left empty"));
+    assert!(target.join("1/db/1/CURRENT").is_file());
+    assert!(std::fs::read_dir(target.join("1/wal"))
+        .unwrap()
+        .next()
+        .is_none());
+}

@@ -88,6 +88,9 @@ enum Command {
     /// or CDN serving the repository's files is read (`--repo
     /// https://…`); every writer keeps it current from then on.
     Index(commands::index::Args),
+    /// goloop's admin API: release a chain's database for a snapshot, or
+    /// take it back and start the chain.
+    Goloop(commands::goloop::Args),
     /// Write the repository's public page (index.html, no script, no
     /// external asset): every snapshot with its restore command, and the
     /// repository's size over time. Publishes the index too.
@@ -246,6 +249,7 @@ fn run(command: Command) -> Result<Done> {
         Command::Dump(args) => commands::dump::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Index(args) => commands::index::run(args),
+        Command::Goloop(args) => commands::goloop::run(args),
         Command::Site(args) => commands::site::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => commands::demo::run(args),

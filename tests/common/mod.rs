@@ -5,6 +5,7 @@
 pub mod faultproxy;
 pub mod faults;
 pub mod gated;
+pub mod goloopadmin;
 pub mod s3server;
 pub mod webserver;
 

@@ -9,6 +9,7 @@ pub(crate) mod diff;
 pub(crate) mod dump;
 pub(crate) mod forget;
 pub(crate) mod generate;
+pub(crate) mod goloop;
 pub(crate) mod import;
 pub(crate) mod index;
 pub(crate) mod init;

@@ -76,6 +76,15 @@ pub struct Args {
     /// Starts the node again after a staged snapshot's freeze.
     #[arg(long, requires = "stop_cmd", value_name = "CMD")]
     pub start_cmd: Option<String>,
+    /// Staged snapshot of a goloop node through its admin socket: the
+    /// chain is stopped and its database released (a manual backup), then
+    /// taken back and started (`blocksnap goloop release|resume`), instead
+    /// of --stop-cmd/--start-cmd.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["stop_cmd", "start_cmd"])]
+    pub goloop_admin: Option<PathBuf>,
+    /// The chain --goloop-admin stops and starts (id or channel).
+    #[arg(long, default_value = "0x1", requires = "goloop_admin")]
+    pub goloop_chain: String,
     /// Seconds to wait for the databases to close after --stop-cmd.
     #[arg(long, default_value_t = 120)]
     pub stop_timeout: u64,
@@ -112,6 +121,8 @@ pub fn run(args: Args) -> Result<Done> {
         priority,
         stop_cmd,
         start_cmd,
+        goloop_admin,
+        goloop_chain,
         stop_timeout,
         height_cmd,
         cmd_timeout,
@@ -165,6 +176,24 @@ pub fn run(args: Args) -> Result<Done> {
             opts.includes.join(", ")
         );
     }
+    // The admin API through this very binary, as the lifecycle's commands:
+    // the staged snapshot's guarantees hold unchanged.
+    let (stop_cmd, start_cmd) = match &goloop_admin {
+        Some(socket) => {
+            let exe = std::env::current_exe()?;
+            let call = |op: &str| {
+                format!(
+                    "{} goloop {op} --socket {} --chain {} --timeout {}",
+                    shell_word(&exe.to_string_lossy()),
+                    shell_word(&socket.to_string_lossy()),
+                    shell_word(&goloop_chain),
+                    stop_timeout
+                )
+            };
+            (Some(call("release")), Some(call("resume")))
+        }
+        None => (stop_cmd, start_cmd),
+    };
     let lifecycle = match (stop_cmd, start_cmd) {
         (Some(stop_cmd), Some(start_cmd)) => Some(stage::Lifecycle {
             stop_cmd,
@@ -202,4 +231,9 @@ pub fn run(args: Args) -> Result<Done> {
         requests: report.requests,
         ..Default::default()
     }))
+}
+
+/// `s` as one word for `sh -c`.
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }

@@ -17,6 +17,7 @@
 //! `priv_validator_state.json`. A restore leaves every chain's `wal/` empty
 //! unless `--with-consensus-wal` says otherwise (see [`consensus_wals`]).
 
+pub mod admin;
 pub mod goloop;
 mod leveldb;
 
