@@ -102,7 +102,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         std::fs::write(dir.path().join(&name), text).unwrap();
         names.push(name);
     }
-    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
     let out = Command::new(analyze)
         .arg("verify")
         .args(names.iter().map(|n| dir.path().join(n)))
