@@ -235,6 +235,34 @@ enum PutOutcome {
     Unsupported,
 }
 
+/// A response body of exactly `declared` bytes, read straight into one
+/// buffer of that size (no aggregate, no second copy: with tens of requests
+/// in flight, copies are what memory goes to). A body cut short or longer
+/// than declared is a transient failure: the request is made again.
+async fn read_body(mut body: ByteStream, declared: u64) -> Attempt<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(declared as usize);
+    loop {
+        match body.next().await {
+            Some(Ok(part)) if bytes.len() + part.len() <= declared as usize => {
+                bytes.extend_from_slice(&part)
+            }
+            Some(Ok(_)) => {
+                return Attempt::Retry(format!("body longer than its Content-Length ({declared})"))
+            }
+            Some(Err(e)) => return Attempt::Retry(format!("reading the body: {e}")),
+            None => break,
+        }
+    }
+    if bytes.len() as u64 != declared {
+        Attempt::Retry(format!(
+            "body of {} bytes, Content-Length said {declared}",
+            bytes.len()
+        ))
+    } else {
+        Attempt::Done(bytes)
+    }
+}
+
 /// The base64 MD5 of a body, for `Content-MD5`.
 fn content_md5(bytes: &[u8]) -> String {
     use base64::Engine;
@@ -295,30 +323,7 @@ impl S3Store {
                     ));
                 }
                 let declared = declared as u64;
-                let mut body = resp.body;
-                let mut bytes = Vec::with_capacity(declared as usize);
-                loop {
-                    match body.next().await {
-                        Some(Ok(part)) if bytes.len() + part.len() <= declared as usize => {
-                            bytes.extend_from_slice(&part)
-                        }
-                        Some(Ok(_)) => {
-                            return Attempt::Retry(format!(
-                                "body longer than its Content-Length ({declared})"
-                            ))
-                        }
-                        Some(Err(e)) => return Attempt::Retry(format!("reading the body: {e}")),
-                        None => break,
-                    }
-                }
-                if bytes.len() as u64 != declared {
-                    Attempt::Retry(format!(
-                        "body of {} bytes, Content-Length said {declared}",
-                        bytes.len()
-                    ))
-                } else {
-                    Attempt::Done(bytes)
-                }
+                read_body(resp.body, declared).await
             }
         })
     }
@@ -345,35 +350,7 @@ impl Store for S3Store {
                     *too_large.lock().expect("lock") = Some(declared);
                     return Attempt::Done(Vec::new());
                 }
-                // A body cut short after the headers is a transient
-                // failure like any other: read it again. Read straight into
-                // one buffer of the declared size (no aggregate, no second
-                // copy): with tens of requests in flight, copies are what
-                // memory goes to.
-                let mut body = resp.body;
-                let mut bytes = Vec::with_capacity(declared as usize);
-                loop {
-                    match body.next().await {
-                        Some(Ok(part)) if bytes.len() + part.len() <= declared as usize => {
-                            bytes.extend_from_slice(&part)
-                        }
-                        Some(Ok(_)) => {
-                            return Attempt::Retry(format!(
-                                "body longer than its Content-Length ({declared})"
-                            ))
-                        }
-                        Some(Err(e)) => return Attempt::Retry(format!("reading the body: {e}")),
-                        None => break,
-                    }
-                }
-                if bytes.len() as u64 != declared {
-                    Attempt::Retry(format!(
-                        "body of {} bytes, Content-Length said {declared}",
-                        bytes.len()
-                    ))
-                } else {
-                    Attempt::Done(bytes)
-                }
+                read_body(resp.body, declared).await
             }
         })?;
         if let Some(len) = too_large.into_inner().expect("lock") {
